@@ -13,7 +13,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-eval_app = typer.Typer(help="Measure images or models (ShapesEval, FID, ...).", no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Measure images or models (ShapesEval, FID, ...).", no_args_is_help=True
+)
 app.add_typer(eval_app, name="eval")
 
 

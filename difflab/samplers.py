@@ -11,6 +11,8 @@ Every sampler shares one signature (after k-diffusion's design)::
 - ``x``: the starting tensor, unit-variance noise x_T ~ N(0, I) in the variance-preserving
   convention (for :func:`ddim_invert`: the clean data x0).
 - ``steps``: the number of model calls (Heun: steps along the timestep grid, ~2x calls).
+- ``spacing``: which trained timesteps to visit: a name (see
+  :func:`difflab.schedules.timesteps`) or an explicit decreasing sequence of ``steps`` integers.
 - ``generator``: the source of all fresh noise (stochastic samplers draw in a fixed order, so
   the same seed gives the same result).
 - ``callback(SamplerStep)``: called after every step, for editing, progress or movies.
@@ -21,7 +23,7 @@ work in the sigma (VE) parameterisation still only query the model at trained ti
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -78,12 +80,36 @@ def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
 
 
+def resolve_timesteps(
+    schedule: NoiseSchedule, steps: int, spacing: str | Sequence[int] | torch.Tensor
+) -> list[int]:
+    """The timesteps to visit: a named spacing of :func:`difflab.schedules.timesteps`, or an
+    explicit strictly decreasing sequence of ``steps`` trained timesteps (custom schedules,
+    or another library's exact choice such as Stable Diffusion's ``steps_offset = 1``)."""
+    if isinstance(spacing, str):
+        return timesteps(schedule, steps, spacing).tolist()
+    ts = [int(t) for t in (spacing.tolist() if torch.is_tensor(spacing) else spacing)]
+    T = schedule.num_train_timesteps
+    if len(ts) != steps:
+        raise ValueError(f"got {len(ts)} explicit timesteps for steps={steps}; they must agree.")
+    if any(a <= b for a, b in zip(ts, ts[1:], strict=False)) or not all(0 <= t < T for t in ts):
+        raise ValueError(
+            f"explicit timesteps must be strictly decreasing integers in [0, {T - 1}]; got {ts}."
+        )
+    return ts
+
+
 def _plan(
-    schedule: NoiseSchedule, x: torch.Tensor, steps: int, spacing: str, progress: bool, name: str
+    schedule: NoiseSchedule,
+    x: torch.Tensor,
+    steps: int,
+    spacing: str | Sequence[int],
+    progress: bool,
+    name: str,
 ) -> tuple[list[int], list[int], Callable]:
     """Validate the inputs; return the timesteps, their successors (-1 = clean) and an iterator."""
     _check_finite(x, "the starting tensor")
-    ts = timesteps(schedule, steps, spacing).tolist()
+    ts = resolve_timesteps(schedule, steps, spacing)
     prevs = ts[1:] + [-1]
 
     def iterate(seq):
@@ -254,7 +280,7 @@ def _karras_ode(
     """Euler / Heun on the probability-flow ODE dx/dsigma = (x - D(x; sigma)) / sigma
     (Karras et al. 2022, Eq. 4 and Algorithms 1-2) in the VE variable x~ = x_t / sqrt(abar_t)."""
     _check_finite(x, "the starting tensor")
-    ts = timesteps(schedule, steps, spacing).tolist()
+    ts = resolve_timesteps(schedule, steps, spacing)
     all_sigmas = schedule.sigmas
     sigmas = [float(all_sigmas[t]) for t in ts] + [0.0]
     x_ve = x * (1 + sigmas[0] ** 2) ** 0.5

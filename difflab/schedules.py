@@ -163,12 +163,15 @@ def karras_sigmas(
     return (hi + ramp * (lo - hi)) ** rho
 
 
-def timesteps(schedule: NoiseSchedule, num_steps: int, spacing: str = "leading") -> torch.Tensor:
+def timesteps(
+    schedule: NoiseSchedule, num_steps: int, spacing: str = "leading", offset: int = 0
+) -> torch.Tensor:
     """The decreasing integer timesteps a sampler visits with ``num_steps`` model calls.
 
     Spacings (Lin et al. 2024, Table 2, as diffusers implements them):
 
-    - ``leading``: t = i * (T // N), i = N-1..0 (DDIM's original spacing; ends at t = 0).
+    - ``leading``: t = i * (T // N) + offset, i = N-1..0 (DDIM's original spacing; ends at
+      t = offset). ``offset`` is diffusers' ``steps_offset`` (Stable Diffusion uses 1).
     - ``trailing``: t = round(T - i * T / N) - 1, i = 0..N-1 (starts at T-1, the pure-noise end).
     - ``linspace``: N points rounded from linspace(0, T-1, N), reversed.
     - ``karras``: the Karras sigma ramp (rho = 7) between the schedule's smallest and largest
@@ -186,8 +189,12 @@ def timesteps(schedule: NoiseSchedule, num_steps: int, spacing: str = "leading")
             f"num_steps={num_steps} exceeds the schedule's {T} training timesteps; "
             f"use at most {T} steps."
         )
+    if offset and spacing != "leading":
+        raise ValueError("a timestep offset applies only to 'leading' spacing.")
     if spacing == "leading":
-        ts = np.arange(0, num_steps)[::-1] * (T // num_steps)
+        if not 0 <= offset < T // num_steps:
+            raise ValueError(f"offset must lie in [0, {T // num_steps}) for {num_steps} steps.")
+        ts = np.arange(0, num_steps)[::-1] * (T // num_steps) + offset
     elif spacing == "trailing":
         ts = np.round(np.arange(T, 0, -T / num_steps)).astype(np.int64) - 1
     elif spacing == "linspace":

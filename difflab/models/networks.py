@@ -1,0 +1,116 @@
+"""Network factories built from diffusers classes, sized for a laptop CPU.
+
+Each factory returns a stock diffusers model (so ``save_pretrained``/``from_pretrained`` and plain
+diffusers pipelines work on it) configured small: a few million parameters, 8x8 latents or 8-32 px
+pixels. Arguments are the few knobs recipes vary; everything else follows the reference
+architectures (Ronneberger et al. 2015 U-Net with the Ho et al. 2020 / Rombach et al. 2022
+residual + attention blocks; Kingma & Welling 2014 VAE with the LDM encoder/decoder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+
+
+def _check_divisible(size: int, levels: int, what: str) -> None:
+    factor = 2 ** (levels - 1)
+    if size % factor:
+        raise ValueError(
+            f"{what} size {size} is not divisible by {factor}, the total downsampling of "
+            f"{levels} resolution levels; use a size that is a multiple of {factor} or fewer levels."
+        )
+
+
+def text_conditional_unet(
+    sample_size: int = 8,
+    in_channels: int = 4,
+    block_out_channels: Sequence[int] = (64, 128),
+    layers_per_block: int = 1,
+    cross_attention_dim: int = 384,
+    attention_head_dim: int = 8,
+    norm_num_groups: int = 16,
+) -> UNet2DConditionModel:
+    """The latent denoiser of Stable Diffusion (Rombach et al. 2022, Sec. 3.3): a U-Net whose
+    attention blocks cross-attend to the text encoder's per-token states; every level but the
+    lowest-resolution one has cross-attention."""
+    levels = len(block_out_channels)
+    _check_divisible(sample_size, levels, "latent")
+    down = ["CrossAttnDownBlock2D"] * (levels - 1) + ["DownBlock2D"]
+    up = ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (levels - 1)
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=layers_per_block,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=attention_head_dim,
+        norm_num_groups=norm_num_groups,
+    )
+
+
+def pixel_unet(
+    sample_size: int = 16,
+    in_channels: int = 1,
+    block_out_channels: Sequence[int] = (32, 64),
+    layers_per_block: int = 1,
+    num_class_embeds: int | None = None,
+    attention: bool = True,
+    norm_num_groups: int = 16,
+) -> UNet2DModel:
+    """A pixel-space DDPM U-Net (Ho et al. 2020, Appendix B) with self-attention at the lowest
+    resolution; with ``num_class_embeds`` it is class-conditional, the class embedding added to
+    the timestep embedding (Dhariwal & Nichol 2021). Class id ``num_class_embeds - 1`` can be
+    reserved as the "null" class for classifier-free guidance."""
+    levels = len(block_out_channels)
+    _check_divisible(sample_size, levels, "image")
+    down = ["DownBlock2D"] * (levels - 1) + (["AttnDownBlock2D"] if attention else ["DownBlock2D"])
+    up = (["AttnUpBlock2D"] if attention else ["UpBlock2D"]) + ["UpBlock2D"] * (levels - 1)
+    return UNet2DModel(
+        sample_size=sample_size,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=layers_per_block,
+        num_class_embeds=num_class_embeds,
+        norm_num_groups=norm_num_groups,
+    )
+
+
+def small_vae(
+    in_channels: int = 3,
+    latent_channels: int = 4,
+    block_out_channels: Sequence[int] = (32, 64, 64),
+    layers_per_block: int = 1,
+    norm_num_groups: int = 16,
+    sample_size: int = 32,
+    scaling_factor: float = 1.0,
+) -> AutoencoderKL:
+    """The KL-regularised autoencoder of latent diffusion (Rombach et al. 2022, Sec. 3 and
+    Appendix G): 3 levels downsample 32x32x3 to 8x8x4. ``scaling_factor`` is set after training
+    to 1 / std of the latents (computed from data), as Stable Diffusion's 0.18215 was."""
+    levels = len(block_out_channels)
+    _check_divisible(sample_size, levels, "image")
+    return AutoencoderKL(
+        in_channels=in_channels,
+        out_channels=in_channels,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=layers_per_block,
+        latent_channels=latent_channels,
+        norm_num_groups=norm_num_groups,
+        sample_size=sample_size,
+        scaling_factor=scaling_factor,
+    )
+
+
+def parameter_count(model) -> int:
+    """Number of parameters of a torch module."""
+    return sum(p.numel() for p in model.parameters())

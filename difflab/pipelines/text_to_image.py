@@ -1,0 +1,236 @@
+"""Text-to-image latent diffusion (Rombach et al. 2022), stored in the diffusers folder layout.
+
+A :class:`TextToImagePipeline` holds a VAE, a text-conditional U-Net, the frozen text encoder and a
+noise schedule. Sampling is difflab's own (any sampler of :mod:`difflab.samplers`, guidance from
+:mod:`difflab.guidance`); saving writes a folder that plain diffusers loads as a
+``StableDiffusionPipeline`` (model_index.json, one sub-folder per component, safetensors), and with
+the DDIM scheduler and the same generators both libraries produce the same latents.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from difflab import samplers
+from difflab.guidance import classifier_free_guidance
+from difflab.models.text_encoder import PromptEncoder, load_text_encoder
+from difflab.schedules import NoiseSchedule
+
+
+def schedule_from_diffusers_config(config: dict) -> NoiseSchedule:
+    """Rebuild a :class:`NoiseSchedule` from a diffusers scheduler config (``trained_betas``, or
+    ``beta_schedule`` with ``beta_start``/``beta_end``)."""
+    from difflab.schedules import make_schedule
+
+    prediction_type = config.get("prediction_type", "epsilon")
+    if config.get("trained_betas") is not None:
+        betas = torch.tensor(config["trained_betas"], dtype=torch.float32).double()
+        return NoiseSchedule(betas, prediction_type=prediction_type, name="custom")
+    names = {"linear": "linear", "scaled_linear": "scaled_linear", "squaredcos_cap_v2": "cosine"}
+    beta_schedule = config.get("beta_schedule", "linear")
+    if beta_schedule not in names:
+        raise ValueError(
+            f"diffusers beta_schedule {beta_schedule!r} is not supported; "
+            f"use one of {', '.join(names)} or trained_betas."
+        )
+    return make_schedule(
+        names[beta_schedule],
+        config.get("num_train_timesteps", 1000),
+        beta_start=config.get("beta_start", 1e-4),
+        beta_end=config.get("beta_end", 0.02),
+        prediction_type=prediction_type,
+    )
+
+
+def images_to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """[-1, 1] NCHW tensors to 8-bit PIL images (rounded as diffusers' image processor does)."""
+    array = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+    array = array.cpu().numpy()
+    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in array]
+
+
+@dataclass
+class TextToImagePipeline:
+    """Latent text-to-image diffusion: ``pipeline(prompts, steps=..., guidance=...)`` -> PIL images."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    prompt_encoder: PromptEncoder
+    schedule: NoiseSchedule
+    name: str = ""
+
+    # ---- construction and storage ----
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> TextToImagePipeline:
+        """Load a pipeline folder written by :meth:`save_pretrained` (or a compatible
+        StableDiffusionPipeline folder whose text encoder is a BERT)."""
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        folder = Path(folder)
+        if not (folder / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"{folder} is not a pipeline folder (no model_index.json); pass a folder written "
+                "by save_pretrained or the name of a shipped model (see `difflab models`)."
+            )
+        config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+        tokenizer, text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer")
+        return cls(
+            unet=UNet2DConditionModel.from_pretrained(folder / "unet").eval(),
+            vae=AutoencoderKL.from_pretrained(folder / "vae").eval(),
+            prompt_encoder=PromptEncoder(tokenizer, text_encoder),
+            schedule=schedule_from_diffusers_config(config),
+            name=folder.name,
+        )
+
+    @classmethod
+    def from_diffusers(cls, pipe) -> TextToImagePipeline:
+        """Wrap the components of a diffusers StableDiffusionPipeline (so difflab's samplers,
+        guidance and editing tools run on real Stable Diffusion checkpoints)."""
+        return cls(
+            unet=pipe.unet,
+            vae=pipe.vae,
+            prompt_encoder=PromptEncoder(pipe.tokenizer, pipe.text_encoder),
+            schedule=schedule_from_diffusers_config(dict(pipe.scheduler.config)),
+        )
+
+    def to_diffusers(self):
+        """A diffusers StableDiffusionPipeline with these components and a DDIM scheduler on
+        the same noise schedule (leading spacing with ``steps_offset = 1``, which that pipeline
+        imposes; pass ``spacing=timesteps(schedule, n, "leading", offset=1)`` to difflab's
+        ``ddim`` to visit exactly the same timesteps)."""
+        from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+        scheduler = DDIMScheduler(
+            num_train_timesteps=self.schedule.num_train_timesteps,
+            trained_betas=self.schedule.betas.float().tolist(),
+            prediction_type=self.schedule.prediction_type,
+            clip_sample=False,
+            set_alpha_to_one=True,
+            steps_offset=1,  # StableDiffusionPipeline forces 1 (see latents' docstring)
+            timestep_spacing="leading",
+        )
+        return StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.prompt_encoder.text_encoder,
+            tokenizer=self.prompt_encoder.tokenizer,
+            unet=self.unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write the diffusers folder layout (safetensors weights, JSON configs)."""
+        self.to_diffusers().save_pretrained(folder, safe_serialization=True)
+
+    # ---- sampling ----
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        size = self.unet.config.sample_size
+        return (self.unet.config.in_channels, size, size)
+
+    def denoiser(self) -> Callable[..., torch.Tensor]:
+        """The conditional model ``model(x_t, t, context)`` the samplers and guidance wrap."""
+
+        def model(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+            return self.unet(x, t, encoder_hidden_states=context).sample
+
+        return model
+
+    def initial_noise(self, count: int, seed: int | Sequence[torch.Generator]) -> torch.Tensor:
+        """Starting latents, one generator per image (seed, seed + 1, ...), so an image does not
+        depend on how many others share its batch."""
+        if isinstance(seed, int):
+            generators = [torch.Generator().manual_seed(seed + i) for i in range(count)]
+        else:
+            generators = list(seed)
+        if len(generators) != count:
+            raise ValueError(f"got {len(generators)} generators for {count} images.")
+        dtype = next(self.unet.parameters()).dtype
+        return torch.cat(
+            [torch.randn((1, *self.latent_shape), generator=g, dtype=dtype) for g in generators]
+        )
+
+    @torch.no_grad()
+    def latents(
+        self,
+        prompts: str | Sequence[str],
+        num_images_per_prompt: int = 1,
+        steps: int = 20,
+        guidance: float = 5.0,
+        sampler: str = "dpmpp_2m",
+        seed: int | Sequence[torch.Generator] = 0,
+        callback=None,
+        progress: bool = False,
+        **sampler_options,
+    ) -> torch.Tensor:
+        """Sample latents [N, C, h, w] (N = len(prompts) * num_images_per_prompt, grouped by
+        prompt). ``guidance`` is the classifier-free guidance weight (1 = off)."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise ValueError("give at least one prompt.")
+        if num_images_per_prompt < 1:
+            raise ValueError("num_images_per_prompt must be at least 1.")
+        count = len(prompts) * num_images_per_prompt
+        device = next(self.unet.parameters()).device
+        context = self.prompt_encoder(prompts).repeat_interleave(num_images_per_prompt, dim=0)
+        model = self.denoiser()
+        if guidance != 1.0:
+            empty = self.prompt_encoder([""], warn=False).expand_as(context)
+            guided = classifier_free_guidance(model, context, empty, guidance)
+        else:
+
+            def guided(x, t):
+                return model(x, t, context)
+
+        x_T = self.initial_noise(count, seed).to(device)
+        noise_seed = seed if isinstance(seed, int) else 0
+        generator = torch.Generator().manual_seed(noise_seed + 10_000_019)
+        return samplers.sample(
+            sampler, guided, self.schedule, x_T, steps, generator,
+            callback=callback, progress=progress, **sampler_options,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents to images in [-1, 1] (dividing by the VAE's scaling factor first)."""
+        return self.vae.decode(latents / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+
+    def __call__(
+        self,
+        prompts: str | Sequence[str],
+        num_images_per_prompt: int = 1,
+        steps: int = 20,
+        guidance: float = 5.0,
+        sampler: str = "dpmpp_2m",
+        seed: int = 0,
+        **options,
+    ) -> list[Image.Image]:
+        """Generate PIL images for ``prompts``."""
+        latents = self.latents(
+            prompts, num_images_per_prompt, steps, guidance, sampler, seed, **options
+        )
+        return images_to_pil(self.decode(latents))
+
+
+def image_grid(images: Sequence[Image.Image], columns: int | None = None) -> Image.Image:
+    """Tile equally sized PIL images into one grid image."""
+    if not images:
+        raise ValueError("no images to tile.")
+    columns = columns or int(np.ceil(np.sqrt(len(images))))
+    rows = int(np.ceil(len(images) / columns))
+    w, h = images[0].size
+    grid = Image.new(images[0].mode, (columns * w, rows * h))
+    for i, image in enumerate(images):
+        grid.paste(image, ((i % columns) * w, (i // columns) * h))
+    return grid

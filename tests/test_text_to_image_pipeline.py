@@ -1,0 +1,122 @@
+"""The text-to-image pipeline: diffusers folder layout, interop with plain diffusers, save/load
+bit-identity, and building from diffusers components. Tiny random-initialised networks: what is
+tested is the plumbing and the math, not image quality."""
+
+import json
+
+import pytest
+import torch
+
+from difflab.models.networks import small_vae, text_conditional_unet
+from difflab.models.text_encoder import PromptEncoder
+from difflab.pipelines.text_to_image import TextToImagePipeline, image_grid
+from difflab.schedules import make_schedule, timesteps
+
+
+@pytest.fixture(scope="module")
+def prompt_encoder():
+    return PromptEncoder.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def pipeline(prompt_encoder):
+    torch.manual_seed(0)
+    unet = text_conditional_unet(
+        block_out_channels=(32, 64), attention_head_dim=4, norm_num_groups=8
+    )
+    vae = small_vae(block_out_channels=(16, 32, 32), norm_num_groups=8, scaling_factor=0.7)
+    return TextToImagePipeline(
+        unet.eval(),
+        vae.eval(),
+        prompt_encoder,
+        make_schedule("scaled_linear", 1000, beta_start=0.00085, beta_end=0.012),
+    )
+
+
+def test_prompt_encoder_pads_like_stable_diffusion(prompt_encoder):
+    ids = prompt_encoder.token_ids(["a red circle", "two blue squares"])
+    assert ids.shape == (2, 32)
+    embeddings = prompt_encoder(["a red circle"])
+    assert embeddings.shape == (1, 32, 384)
+    with pytest.warns(UserWarning, match="reads only the first 32"):
+        prompt_encoder([" ".join(["red circle"] * 40)])
+
+
+def test_saved_folder_has_the_diffusers_layout(pipeline, tmp_path):
+    pipeline.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    for part in ("unet", "vae", "text_encoder"):
+        assert list((tmp_path / part).glob("*.safetensors")), part
+    assert not list(tmp_path.rglob("*.bin")) and not list(tmp_path.rglob("*.pt"))
+    assert (
+        json.loads((tmp_path / "tokenizer" / "tokenizer_config.json").read_text())[
+            "model_max_length"
+        ]
+        == 32
+    )
+
+
+def test_plain_diffusers_loads_our_folder_and_gives_the_same_latents(pipeline, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    pipeline.save_pretrained(tmp_path)
+    theirs = DiffusionPipeline.from_pretrained(tmp_path)
+    assert type(theirs).__name__ == "StableDiffusionPipeline"
+    prompts = ["a red circle above a blue square", "two green triangles"]
+    generators = [torch.Generator().manual_seed(s) for s in (11, 12, 13, 14)]
+    reference = theirs(
+        prompts,
+        num_images_per_prompt=2,
+        num_inference_steps=8,
+        guidance_scale=4.0,
+        generator=generators,
+        output_type="latent",
+    ).images
+    # StableDiffusionPipeline imposes DDIM's steps_offset = 1: visit the same timesteps.
+    assert theirs.scheduler.config.steps_offset == 1
+    ours = pipeline.latents(
+        prompts,
+        num_images_per_prompt=2,
+        steps=8,
+        guidance=4.0,
+        sampler="ddim",
+        seed=[torch.Generator().manual_seed(s) for s in (11, 12, 13, 14)],
+        spacing=timesteps(pipeline.schedule, 8, "leading", offset=1),
+    )
+    assert torch.allclose(ours, reference, atol=1e-5, rtol=1e-4), (ours - reference).abs().max()
+
+
+def test_pipeline_built_from_diffusers_components_matches(pipeline, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    pipeline.save_pretrained(tmp_path)
+    rebuilt = TextToImagePipeline.from_diffusers(StableDiffusionPipeline.from_pretrained(tmp_path))
+    a = pipeline.latents("a pink star", steps=4, guidance=3.0, sampler="dpmpp_2m", seed=3)
+    b = rebuilt.latents("a pink star", steps=4, guidance=3.0, sampler="dpmpp_2m", seed=3)
+    assert torch.equal(a, b)
+
+
+def test_save_load_gives_bit_identical_images(pipeline, tmp_path):
+    pipeline.save_pretrained(tmp_path)
+    loaded = TextToImagePipeline.from_pretrained(tmp_path)
+    for sampler in ("ddim", "ddpm"):
+        a = pipeline.latents(["a yellow circle"], 2, steps=5, guidance=2.0, sampler=sampler, seed=7)
+        b = loaded.latents(["a yellow circle"], 2, steps=5, guidance=2.0, sampler=sampler, seed=7)
+        assert torch.equal(a, b), sampler
+    images = loaded(["a yellow circle"], steps=3, seed=1)
+    assert images[0].size == (32, 32) and images[0].mode == "RGB"
+    assert image_grid(images * 4, columns=2).size == (64, 64)
+
+
+def test_images_do_not_depend_on_batch_size(pipeline):
+    alone = pipeline.latents(["a red circle"], steps=4, guidance=2.0, sampler="ddim", seed=5)
+    batch = pipeline.latents(
+        ["a blue square", "a red circle"], steps=4, guidance=2.0, sampler="ddim", seed=4
+    )
+    assert torch.allclose(alone[0], batch[1], atol=1e-5)
+
+
+def test_loading_a_non_pipeline_folder_says_what_to_pass(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a pipeline folder"):
+        TextToImagePipeline.from_pretrained(tmp_path)

@@ -7,3 +7,17 @@ callable (:mod:`difflab.samplers`) and guidance as wrappers around denoisers
 """
 
 __version__ = "0.1.0"
+
+
+def load_pipeline(name_or_path: str = "shapes-t2i"):
+    """Load a shipped model by name (see :func:`list_models`) or a pipeline folder."""
+    from difflab.zoo import load_pipeline as _load
+
+    return _load(name_or_path)
+
+
+def list_models():
+    """Shipped models by name, with their folders."""
+    from difflab.zoo import list_models as _list
+
+    return _list()

@@ -6,6 +6,8 @@ commands so that ``difflab --help`` stays instant.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(
@@ -54,6 +56,77 @@ def oracle(
         seed=seed,
         echo=typer.echo,
     )
+
+
+@app.command()
+def generate(
+    prompts: list[str] = typer.Argument(None, help="One or more prompts."),
+    model: str = typer.Option("shapes-t2i", "--model", "-m", help="Shipped model name or folder."),
+    num_images: int = typer.Option(1, "--num-images", "-n", help="Images per prompt."),
+    steps: int = typer.Option(20, help="Sampler steps."),
+    sampler: str = typer.Option("dpmpp_2m", help="ddpm, ddim, euler, heun, dpmpp_2m or sde."),
+    guidance: float = typer.Option(5.0, help="Classifier-free guidance weight (1 = off)."),
+    seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
+    out: Path = typer.Option(Path("outputs"), help="Folder for the PNGs and grid.png."),
+    from_png: Path = typer.Option(
+        None, "--from-png", help="Reproduce a PNG written by this command, bit for bit."
+    ),
+) -> None:
+    """Generate images from text; each PNG carries its settings in PNG text chunks."""
+    from difflab.generate import (
+        GenerationSettings,
+        generate_images,
+        settings_from_png,
+        write_outputs,
+    )
+    from difflab.samplers import get_sampler
+    from difflab.zoo import load_pipeline
+
+    if from_png is not None:
+        if prompts:
+            raise typer.BadParameter("give either prompts or --from-png, not both.")
+        settings = [settings_from_png(from_png)]
+    else:
+        if not prompts:
+            raise typer.BadParameter("give at least one prompt, or --from-png FILE.")
+        if num_images < 1:
+            raise typer.BadParameter("--num-images must be at least 1.")
+        get_sampler(sampler)  # a clear error before any loading
+        settings = [
+            GenerationSettings(p, model, sampler, steps, guidance, seed + i)
+            for p in prompts
+            for i in range(num_images)
+        ]
+    pipeline = load_pipeline(settings[0].model)
+    images = generate_images(pipeline, settings)
+    for path in write_outputs(images, settings, out):
+        typer.echo(path)
+
+
+@app.command()
+def models() -> None:
+    """List the shipped models and their folders."""
+    from difflab.zoo import list_models
+
+    found = list_models()
+    if not found:
+        typer.echo("no shipped models in this installation")
+    for name, folder in found.items():
+        typer.echo(f"{name}\t{folder}")
+
+
+@app.command()
+def export(
+    model: str = typer.Argument(..., help="Shipped model name or folder."),
+    out: Path = typer.Argument(..., help="New folder for the complete diffusers pipeline."),
+) -> None:
+    """Write a complete diffusers folder (text encoder included) that plain diffusers loads."""
+    from difflab.zoo import load_pipeline
+
+    if out.exists() and any(out.iterdir()):
+        raise typer.BadParameter(f"{out} exists and is not empty; choose a new folder.")
+    load_pipeline(model).save_pretrained(out, include_text_encoder=True)
+    typer.echo(f"wrote {out}")
 
 
 # ---- commands of other areas register below (shapes world, evaluation, generation) ----

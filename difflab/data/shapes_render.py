@@ -136,7 +136,7 @@ def _fill(obj: ShapeObject, coverage: np.ndarray, sdf: np.ndarray, rows: slice, 
         grid = pixel_centres(size)
         lx, ly = _local_coords(obj, grid[cols], grid[rows])
         # A hexagonal lattice of dots, radius 0.17 equivalent radii: the subject's signature.
-        u, v = lx / 0.5, (ly - lx * 0.0) / 0.433
+        u, v = lx / 0.5, ly / 0.433
         row = np.round(v)
         du = u - np.round(u - 0.5 * (row % 2)) - 0.5 * (row % 2)
         dv = (v - row) * 0.866

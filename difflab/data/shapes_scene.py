@@ -182,7 +182,8 @@ def sample_attributes(rng: np.random.Generator, config: SceneConfig) -> tuple[st
     raise RuntimeError("could not draw an attribute combination outside held_out; loosen held_out")
 
 
-def _fits(box: tuple[float, ...], placed: list[tuple[float, ...]], margin: float) -> bool:
+def box_fits(box: tuple[float, ...], placed: list[tuple[float, ...]], margin: float) -> bool:
+    """Whether ``box`` lies ``margin`` inside the image and ``margin`` away from every placed box."""
     x0, y0, x1, y1 = box
     if x0 < margin or y0 < margin or x1 > 1 - margin or y1 > 1 - margin:
         return False
@@ -213,7 +214,7 @@ def place_objects(
         for _ in range(tries):
             centre = (float(rng.uniform(lo_x, hi_x)), float(rng.uniform(lo_y, hi_y)))
             candidate = replace(probe, centre=centre, depth=int(depth))
-            if config.allow_overlap or _fits(candidate.box(), boxes, config.margin):
+            if config.allow_overlap or box_fits(candidate.box(), boxes, config.margin):
                 placed.append(candidate)
                 boxes.append(candidate.box())
                 break

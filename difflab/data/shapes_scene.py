@@ -201,25 +201,29 @@ def place_objects(
     Without ``config.allow_overlap`` boxes keep ``config.margin`` apart; depth is a random order.
     """
     placed: list[ShapeObject] = []
-    boxes: list[tuple[float, ...]] = []
+    boxes = np.zeros((0, 4))
     depths = rng.permutation(len(attributes))
+    m = config.margin
     for (shape, colour, size), depth in zip(attributes, depths, strict=True):
         rotation = float(rng.uniform(0, 2 * np.pi)) if config.rotate else 0.0
-        probe = ShapeObject(shape, colour, size, (0.0, 0.0), rotation)
-        bx0, by0, bx1, by1 = probe.box()
-        lo_x, hi_x = config.margin - bx0, 1 - config.margin - bx1
-        lo_y, hi_y = config.margin - by0, 1 - config.margin - by1
-        if lo_x > hi_x or lo_y > hi_y:
+        probe = ShapeObject(shape, colour, size, (0.0, 0.0), rotation, int(depth))
+        extent = np.asarray(probe.box())
+        lo, hi = m - extent[:2], 1 - m - extent[2:]
+        if (lo > hi).any():
             return None
-        for _ in range(tries):
-            centre = (float(rng.uniform(lo_x, hi_x)), float(rng.uniform(lo_y, hi_y)))
-            candidate = replace(probe, centre=centre, depth=int(depth))
-            if config.allow_overlap or box_fits(candidate.box(), boxes, config.margin):
-                placed.append(candidate)
-                boxes.append(candidate.box())
-                break
+        centres = lo + rng.random((tries, 2)) * (hi - lo)  # all candidates at once
+        candidates = np.concatenate([centres, centres], axis=1) + extent  # [tries, 4]
+        if config.allow_overlap or not len(boxes):
+            ok = np.ones(tries, dtype=bool)
         else:
+            c, b = candidates[:, None, :], boxes[None, :, :]
+            apart = (c[..., 0] >= b[..., 2] + m) | (b[..., 0] >= c[..., 2] + m) | (c[..., 1] >= b[..., 3] + m) | (b[..., 1] >= c[..., 3] + m)
+            ok = apart.all(axis=1)
+        if not ok.any():
             return None
+        first = int(np.argmax(ok))
+        placed.append(replace(probe, centre=(float(centres[first, 0]), float(centres[first, 1]))))
+        boxes = np.concatenate([boxes, candidates[first : first + 1]])
     return tuple(sorted(placed, key=lambda o: o.depth))
 
 

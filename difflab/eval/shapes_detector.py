@@ -272,3 +272,27 @@ def detector_accuracy(scenes: list[Scene], images: list[np.ndarray], rotations: 
     result["count"] = totals["count"] / max(len(scenes), 1)
     result["centre_error_px"] = centre_error / max(totals["matched"], 1)
     return result
+
+
+DEGRADATIONS = ("blur", "noise", "jpeg")
+
+
+def degrade(image: np.ndarray, kind: str, level: float, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Corrupt ``[H, W, 3]`` in [0, 1] for robustness curves: ``blur`` (Gaussian, ``level`` = sigma
+    in pixels), ``noise`` (additive Gaussian, ``level`` = std, needs ``rng``) or ``jpeg``
+    (``level`` = quality 1-100, 4:2:0 chroma subsampling as PIL does by default)."""
+    if kind == "blur":
+        return ndimage.gaussian_filter(image, (level, level, 0)) if level > 0 else image
+    if kind == "noise":
+        if rng is None:
+            raise ValueError("noise needs an explicit rng (numpy.random.Generator)")
+        return np.clip(image + rng.normal(0.0, level, image.shape), 0.0, 1.0)
+    if kind == "jpeg":
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)).save(buffer, "JPEG", quality=int(level))
+        return np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float64) / 255.0
+    raise ValueError(f"unknown degradation {kind!r}; valid kinds are: {', '.join(DEGRADATIONS)}")

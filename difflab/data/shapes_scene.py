@@ -120,7 +120,7 @@ class SceneConfig:
     held_out: frozenset[tuple[str, str]] = frozenset()
     allow_overlap: bool = False
     rotate: bool = False
-    margin: float = 0.03
+    margin: float = 0.06
 
     def __post_init__(self) -> None:
         check_names("shape", self.shapes, SHAPES)
@@ -230,14 +230,14 @@ def place_objects(
 def sample_scene(rng: np.random.Generator, config: SceneConfig | None = None) -> Scene:
     """Draw a random scene from ``config`` (default :class:`SceneConfig`) using only ``rng``.
 
-    If the drawn objects do not fit without overlap, the draw is repeated (the sizes are redrawn),
-    so crowded scenes lean slightly towards small objects.
+    The number of objects follows ``config.count_weights`` exactly; if the drawn objects do not fit
+    without overlap their attributes are redrawn, so crowded scenes lean towards small objects.
     """
     config = config or SceneConfig()
     counts = np.arange(config.min_objects, config.max_objects + 1)
     background = sample_background(rng, config)
+    n = int(counts[rng.choice(len(counts), p=_probabilities(config.count_weights))])
     for _ in range(100):
-        n = int(counts[rng.choice(len(counts), p=_probabilities(config.count_weights))])
         attributes = [sample_attributes(rng, config) for _ in range(n)]
         objects = place_objects(rng, attributes, config)
         if objects is not None:

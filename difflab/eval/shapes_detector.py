@@ -32,7 +32,7 @@ PALETTE_RGB = np.array([COLOURS[c] for c in PALETTE_NAMES])
 PALETTE_LAB = srgb_to_lab(PALETTE_RGB)
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 # Blur widths (pixels) the templates are also compared at, so blurred images still match.
-BLUR_SIGMAS_PX = (0.0, 0.6, 1.0, 1.5)
+BLUR_SIGMAS_PX = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 
 
 @dataclass(frozen=True)

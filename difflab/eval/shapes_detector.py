@@ -32,6 +32,8 @@ PALETTE_RGB = np.array([COLOURS[c] for c in PALETTE_NAMES])
 PALETTE_LAB = srgb_to_lab(PALETTE_RGB)
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 # Blur widths (pixels) the templates are also compared at, so blurred images still match.
+# RGB -> (luma, 0.5 x chroma) metric for coverage estimation (BT.601 YCbCr, chroma down-weighted).
+COVERAGE_METRIC = np.array([[0.299, 0.587, 0.114], [-0.169, -0.331, 0.5], [0.5, -0.419, -0.081]]).T * np.array([1.0, 0.5, 0.5])
 BLUR_SIGMAS_PX = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 
 
@@ -204,8 +206,11 @@ def detect(
         r0, r1, c0, c1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
         rows, cols = np.arange(r0, r1), np.arange(c0, c1)
         crop_region = region[r0:r1, c0:c1]
-        direction = PALETTE_RGB[colour_index] - background
-        coverage = ((rgb[r0:r1, c0:c1] - background) @ direction) / float(direction @ direction)
+        # Project onto the background->colour line in a luma-weighted metric: JPEG keeps luma sharp
+        # but subsamples chroma, and every palette colour differs from the backgrounds in luma.
+        direction = (PALETTE_RGB[colour_index] - background) @ COVERAGE_METRIC
+        offsets = (rgb[r0:r1, c0:c1] - background) @ COVERAGE_METRIC
+        coverage = (offsets @ direction) / float(direction @ direction)
         coverage = np.clip(coverage, -1.0, 2.0) * crop_region  # unclipped noise averages out
         if coverage.sum() < 0.5 * min_pixels:
             continue

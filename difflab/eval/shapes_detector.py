@@ -185,7 +185,13 @@ def detect(
     delta = np.linalg.norm(lab - srgb_to_lab(background), axis=-1)
     border_delta = _border_pixels(delta[..., None], max(1, size // 32))[:, 0]
     spread = np.median(np.abs(border_delta - np.median(border_delta))) * 1.4826
-    foreground = delta > max(FOREGROUND_DELTA_E, np.median(border_delta) + 6 * spread)
+    # Hysteresis on noisy images: strong pixels seed objects and weaker connected ones join, so the
+    # thin parts that denoising dimmed stay attached. Clean images use a single threshold, which
+    # keeps blurred neighbours apart.
+    high = max(FOREGROUND_DELTA_E, np.median(border_delta) + 6 * spread)
+    low = max(0.5 * FOREGROUND_DELTA_E, np.median(border_delta) + 3.5 * spread) if noise > 0.01 else high
+    weak_labels, _ = ndimage.label(delta > low, structure=_EIGHT_CONNECTED)
+    foreground = np.isin(weak_labels, np.unique(weak_labels[delta > high])) & (weak_labels > 0)
     if min_area_fraction is None:
         min_area_fraction = 0.4 * np.pi * min(SIZES.values()) ** 2
     min_pixels = max(2.0, min_area_fraction * size * size)

@@ -92,9 +92,7 @@ def shapes_render(
     import json
     from pathlib import Path
 
-    from PIL import Image
-
-    from difflab.data.shapes import captions, render, sample_scene, scene_rng, to_uint8
+    from difflab.data.shapes import captions, render, sample_scene, save_png, scene_rng
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -104,8 +102,8 @@ def shapes_render(
             scene = sample_scene(rng)
             texts = captions(scene, rng, 3)
             name = f"{i:05d}.png"
-            Image.fromarray(to_uint8(render(scene, size))).save(folder / name)
-            row = {"file_name": name, "text": texts[0], "captions": texts, "scene": scene.to_dict(), "seed": seed, "split": split}
+            row = {"file_name": name, "text": texts[0], "captions": texts, "scene": scene.to_dict(), "seed": seed, "split": split, "index": i}
+            save_png(render(scene, size), folder / name, row)
             metadata.write(json.dumps(row) + "\n")
     typer.echo(f"wrote {count} scenes to {out}")
 

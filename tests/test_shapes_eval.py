@@ -152,3 +152,18 @@ def test_folder_layouts_cli_and_report(tmp_path):
 def test_default_suite_path_is_packaged():
     assert default_suite_path().name == "shapes_default.jsonl" and default_suite_path().is_file()
     assert scene_for_prompt(load_suite()[0], np.random.default_rng(0), SceneConfig(texture_probability=1.0)).background.texture != "plain"
+
+
+def test_render_commands_write_images_with_their_parameters(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["shapes", "render", "--out", str(tmp_path / "scenes"), "-n", "3", "--size", "16"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "scenes" / "metadata.jsonl").read_text().splitlines()]
+    assert [r["file_name"] for r in rows] == ["00000.png", "00001.png", "00002.png"]
+    with Image.open(tmp_path / "scenes" / "00001.png") as image:
+        assert image.size == (16, 16) and json.loads(image.text["difflab"])["text"] == rows[1]["text"]
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text("".join(json.dumps(e) + "\n" for e in build_default_suite()[:3]))
+    result = runner.invoke(app, ["shapes", "suite", "--out", str(tmp_path / "gt"), "--prompts", str(suite), "--images-per-prompt", "2"])
+    assert result.exit_code == 0 and sorted(p.name for p in (tmp_path / "gt").iterdir()) == ["00000", "00001", "00002"]
+    assert score_folder(tmp_path / "gt", suite)["overall"] == 1.0

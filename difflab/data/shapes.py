@@ -58,6 +58,7 @@ from difflab.data.shapes_render import (
     object_coverages,
     render,
     render_background,
+    save_png,
     to_numpy_image,
     to_tensor,
     to_uint8,
@@ -82,7 +83,7 @@ __all__ = [
     "Background", "Phrase", "Scene", "SceneConfig", "ShapeObject", "ShapesDataset",
     "absolute_position", "all_captions", "boxes", "captions", "depth_order", "list_text", "masks",
     "object_coverages", "phrase_text", "place_objects", "relation_text", "relations_between",
-    "relations_from_boxes", "render", "render_background", "render_batch", "sample_scene",
+    "relations_from_boxes", "render", "render_background", "render_batch", "sample_scene", "save_png",
     "scene_from_dict", "scene_phrases", "scene_rng", "srgb_to_lab", "to_numpy_image", "to_tensor",
     "to_uint8", "visible_coverages",
 ]  # fmt: skip

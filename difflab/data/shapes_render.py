@@ -7,7 +7,9 @@ evaluated only on the pixels of its bounding box, so a 32 px scene costs well un
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -186,3 +188,14 @@ def to_numpy_image(tensor: torch.Tensor) -> np.ndarray:
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """``[..., 3]`` float in [0, 1] to uint8 (rounded), e.g. for ``PIL.Image.fromarray``."""
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def save_png(image: np.ndarray, path: str | Path, parameters: dict | None = None) -> None:
+    """Save ``[H, W, 3]`` in [0, 1] as PNG, with ``parameters`` as JSON in a ``difflab`` text chunk
+    (read back with ``PIL.Image.open(path).text["difflab"]``)."""
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    if parameters is not None:
+        info.add_text("difflab", json.dumps(parameters))
+    Image.fromarray(to_uint8(image)).save(path, pnginfo=info)

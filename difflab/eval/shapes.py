@@ -372,9 +372,7 @@ def render_suite_folder(
 ) -> int:
     """Write ground-truth renders of a suite in the sub-folder layout (``out_dir/00012/0.png``);
     returns the number of images. Scoring the folder measures the detector on the suite."""
-    from PIL import Image
-
-    from difflab.data.shapes_render import render, to_uint8
+    from difflab.data.shapes_render import render, save_png
 
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
@@ -386,7 +384,8 @@ def render_suite_folder(
         folder.mkdir(parents=True, exist_ok=True)
         for k in range(images_per_prompt):
             scene = scene_for_prompt(entry, np.random.default_rng([seed, index, k]))
-            Image.fromarray(to_uint8(render(scene, size))).save(folder / f"{k}.png")
+            parameters = {"prompt": entry["prompt"], "prompt_index": index, "seed": [seed, index, k], "scene": scene.to_dict()}
+            save_png(render(scene, size), folder / f"{k}.png", parameters)
             written += 1
     return written
 

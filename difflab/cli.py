@@ -129,13 +129,46 @@ def export(
     typer.echo(f"wrote {out}")
 
 
+@app.command("train")
+def train_command(
+    recipe: str = typer.Argument(..., help="Shipped recipe name (see --list) or a .toml file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder."),
+    max_steps: int = typer.Option(None, help="Override the recipe's max_steps."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier run in --out."),
+) -> None:
+    """Train a recipe (the VAE, the text-to-image model, ...) with the accelerate Trainer."""
+    import json
+
+    from difflab.recipes import run_recipe
+
+    overrides = {"max_steps": max_steps} if max_steps is not None else {}
+    figures = run_recipe(recipe, out, resume=resume, overwrite=overwrite, **overrides)
+    typer.echo(json.dumps(figures, indent=2))
+
+
+@app.command()
+def recipes() -> None:
+    """List the shipped training recipes."""
+    from difflab.recipes import list_recipes
+
+    for name, path in list_recipes().items():
+        typer.echo(f"{name}\t{path}")
+
+
 # ---- commands of other areas register below (shapes world, evaluation, generation) ----
 
 
 @eval_app.command("shapes")
 def eval_shapes(
-    images: str = typer.Option(..., "--images", help="Folder of images: one sub-folder per prompt line (00000/, 00001/, ...) and/or a metadata.jsonl."),
-    prompts: str | None = typer.Option(None, "--prompts", help="ShapesEval suite (jsonl); default: the shipped suite."),
+    images: str = typer.Option(
+        ...,
+        "--images",
+        help="Folder of images: one sub-folder per prompt line (00000/, 00001/, ...) and/or a metadata.jsonl.",
+    ),
+    prompts: str | None = typer.Option(
+        None, "--prompts", help="ShapesEval suite (jsonl); default: the shipped suite."
+    ),
     out: str | None = typer.Option(None, "--out", help="Where to write the JSON report."),
 ) -> None:
     """Score images with ShapesEval (GenEval's six tasks on the shapes world) and print the table."""
@@ -151,13 +184,19 @@ def eval_shapes(
         typer.echo(f"report written to {out}")
 
 
-shapes_app = typer.Typer(help="The shapes world: render scenes and ShapesEval ground truth.", no_args_is_help=True)
+shapes_app = typer.Typer(
+    help="The shapes world: render scenes and ShapesEval ground truth.", no_args_is_help=True
+)
 app.add_typer(shapes_app, name="shapes")
 
 
 @shapes_app.command("render")
 def shapes_render(
-    out: str = typer.Option(..., "--out", help="Folder to write PNGs and metadata.jsonl (image + captions + scene) into."),
+    out: str = typer.Option(
+        ...,
+        "--out",
+        help="Folder to write PNGs and metadata.jsonl (image + captions + scene) into.",
+    ),
     count: int = typer.Option(16, "--count", "-n", help="Number of scenes."),
     size: int = typer.Option(32, "--size", help="Image side in pixels."),
     seed: int = typer.Option(0, "--seed", help="Seed of the scene draws."),
@@ -177,7 +216,15 @@ def shapes_render(
             scene = sample_scene(rng)
             texts = captions(scene, rng, 3)
             name = f"{i:05d}.png"
-            row = {"file_name": name, "text": texts[0], "captions": texts, "scene": scene.to_dict(), "seed": seed, "split": split, "index": i}
+            row = {
+                "file_name": name,
+                "text": texts[0],
+                "captions": texts,
+                "scene": scene.to_dict(),
+                "seed": seed,
+                "split": split,
+                "index": i,
+            }
             save_png(render(scene, size), folder / name, row)
             metadata.write(json.dumps(row) + "\n")
     typer.echo(f"wrote {count} scenes to {out}")
@@ -185,8 +232,12 @@ def shapes_render(
 
 @shapes_app.command("suite")
 def shapes_suite(
-    out: str = typer.Option(..., "--out", help="Folder for ground-truth renders, one sub-folder per prompt line."),
-    prompts: str | None = typer.Option(None, "--prompts", help="ShapesEval suite (jsonl); default: the shipped suite."),
+    out: str = typer.Option(
+        ..., "--out", help="Folder for ground-truth renders, one sub-folder per prompt line."
+    ),
+    prompts: str | None = typer.Option(
+        None, "--prompts", help="ShapesEval suite (jsonl); default: the shipped suite."
+    ),
     images_per_prompt: int = typer.Option(1, "--images-per-prompt"),
     size: int = typer.Option(32, "--size"),
     seed: int = typer.Option(0, "--seed"),

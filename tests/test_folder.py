@@ -62,8 +62,12 @@ def test_folder_without_metadata_and_clear_refusals(tmp_path):
     (bad / "x.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(ValueError, match="no usable images.*x.png"):
         ImageFolderDataset(bad)
-    (bad / "metadata.jsonl").write_text('{"file_name": "x.png", "text": "ok"}\n{"text": "no file"}\n')
-    with pytest.raises(ValueError, match="metadata.jsonl, line 2: expected a JSON object with \"file_name\""):
+    (bad / "metadata.jsonl").write_text(
+        '{"file_name": "x.png", "text": "ok"}\n{"text": "no file"}\n'
+    )
+    with pytest.raises(
+        ValueError, match='metadata.jsonl, line 2: expected a JSON object with "file_name"'
+    ):
         ImageFolderDataset(bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         ImageFolderDataset(tmp_path / "nowhere")

@@ -28,16 +28,25 @@ def test_digits_dataset_split_is_deterministic_and_disjoint():
     item = validation[0]
     assert item["caption"].startswith("a handwritten ") and item["image"].shape == (1, 8, 8)
     train_set = {tuple(x.flatten().tolist()) for x in train.images}
-    assert sum(tuple(x.flatten().tolist()) in train_set for x in validation.images) < 10  # only true duplicates
+    assert (
+        sum(tuple(x.flatten().tolist()) in train_set for x in validation.images) < 10
+    )  # only true duplicates
     assert torch.equal(digits_dataset(split="validation").images, validation.images)
 
 
 def test_lfw_subset_and_photographs():
     faces, labels = load_lfw_subset()
-    assert faces.shape == (200, 1, 25, 25) and labels.sum() == 100 and faces.min() >= -1 and faces.max() <= 1
+    assert (
+        faces.shape == (200, 1, 25, 25)
+        and labels.sum() == 100
+        and faces.min() >= -1
+        and faces.max() <= 1
+    )
     assert load_lfw_subset(faces_only=True, size=32)[0].shape == (100, 1, 32, 32)
     photo = sample_photograph("astronaut", 32)
-    assert photo.shape == (3, 32, 32) and -1 <= photo.min() and photo.max() <= 1 and photo.std() > 0.1
+    assert (
+        photo.shape == (3, 32, 32) and -1 <= photo.min() and photo.max() <= 1 and photo.std() > 0.1
+    )
     assert sample_photograph("camera", 16).shape == (3, 16, 16)  # grey pictures become RGB
     assert len(PHOTOGRAPHS) >= 10
     with pytest.raises(ValueError, match="valid photographs are: astronaut"):

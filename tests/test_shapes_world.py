@@ -32,7 +32,11 @@ from difflab.data.shapes import (
 
 def test_palette_is_perceptually_separated_from_itself_and_the_backgrounds():
     lab = {name: srgb_to_lab(np.array(rgb)) for name, rgb in {**COLOURS, **BACKGROUNDS}.items()}
-    pairs = [(a, b) for a, b in itertools.combinations(lab, 2) if not (a in BACKGROUNDS and b in BACKGROUNDS)]
+    pairs = [
+        (a, b)
+        for a, b in itertools.combinations(lab, 2)
+        if not (a in BACKGROUNDS and b in BACKGROUNDS)
+    ]
     closest = min(np.linalg.norm(lab[a] - lab[b]) for a, b in pairs)
     assert len(COLOURS) >= 8 and len(SHAPES) >= 6 and len(SIZES) >= 2
     assert closest > 25.0  # CIELAB delta E
@@ -73,9 +77,16 @@ def test_default_scenes_keep_objects_apart_inside_the_image():
         scene = sample_scene(rng, config)
         counts.append(len(scene.objects))
         b = boxes(scene)
-        assert (b[:, :2] >= config.margin - 1e-9).all() and (b[:, 2:] <= 1 - config.margin + 1e-9).all()
+        assert (b[:, :2] >= config.margin - 1e-9).all() and (
+            b[:, 2:] <= 1 - config.margin + 1e-9
+        ).all()
         for p, q in itertools.combinations(b, 2):
-            separated = p[2] + config.margin <= q[0] or q[2] + config.margin <= p[0] or p[3] + config.margin <= q[1] or q[3] + config.margin <= p[1]
+            separated = (
+                p[2] + config.margin <= q[0]
+                or q[2] + config.margin <= p[0]
+                or p[3] + config.margin <= q[1]
+                or q[3] + config.margin <= p[1]
+            )
             assert separated
         m = masks(scene, 32)
         assert m.sum(0).max() <= 1  # no pixel belongs to two objects
@@ -105,7 +116,9 @@ def test_overlap_option_annotates_depth_and_occlusion():
     assert visible[0].sum() < 0.9 * full[0].sum()  # the back one is partly hidden
     assert np.allclose(render(scene, 64)[32, 36], COLOURS["blue"], atol=1e-5)
     rng = np.random.default_rng(0)
-    overlapping = [sample_scene(rng, SceneConfig(allow_overlap=True, min_objects=4)) for _ in range(30)]
+    overlapping = [
+        sample_scene(rng, SceneConfig(allow_overlap=True, min_objects=4)) for _ in range(30)
+    ]
     assert any(masks(s, 32, visible=False).sum(0).max() > 1 for s in overlapping)
 
 
@@ -122,7 +135,9 @@ def test_config_errors_name_the_problem_and_the_valid_options():
 
 def test_sampling_distribution_and_held_out_pairs():
     held = frozenset({("circle", "red"), ("star", "blue")})
-    config = SceneConfig(held_out=held, count_weights=(0, 0, 1, 0), colour_weights=(1, 1) + (0,) * 8)
+    config = SceneConfig(
+        held_out=held, count_weights=(0, 0, 1, 0), colour_weights=(1, 1) + (0,) * 8
+    )
     rng = np.random.default_rng(5)
     seen = set()
     for _ in range(150):
@@ -151,9 +166,16 @@ def test_dataset_items_split_determinism_and_held_out():
     train = ShapesDataset(40, size=16, config=SceneConfig(held_out=held), seed=1)
     item = train[3]
     assert set(item) == {"image", "caption", "index"} and item["image"].shape == (3, 16, 16)
-    assert item["image"].min() >= -1 and item["image"].max() <= 1 and isinstance(item["caption"], str)
-    assert torch.equal(train[3]["image"], ShapesDataset(40, size=16, config=SceneConfig(held_out=held), seed=1)[3]["image"])
-    validation = ShapesDataset(40, size=16, split="validation", config=SceneConfig(held_out=held), seed=1)
+    assert (
+        item["image"].min() >= -1 and item["image"].max() <= 1 and isinstance(item["caption"], str)
+    )
+    assert torch.equal(
+        train[3]["image"],
+        ShapesDataset(40, size=16, config=SceneConfig(held_out=held), seed=1)[3]["image"],
+    )
+    validation = ShapesDataset(
+        40, size=16, split="validation", config=SceneConfig(held_out=held), seed=1
+    )
     train_scenes = [train.scene_and_caption(i)[0] for i in range(40)]
     validation_scenes = [validation.scene_and_caption(i)[0] for i in range(40)]
     assert not set(train_scenes) & set(validation_scenes)

@@ -32,7 +32,9 @@ def _to_tensor(images: np.ndarray, low: float, high: float) -> torch.Tensor:
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize ``[N, C, H, W]`` to ``size`` x ``size`` (bilinear with antialiasing)."""
-    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(-1, 1)
+    return torch.nn.functional.interpolate(
+        images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    ).clamp(-1, 1)
 
 
 def load_digits(size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,10 +44,14 @@ def load_digits(size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
 
     bunch = sklearn_digits()
     images = _to_tensor(bunch.images, 0.0, 16.0)
-    return (resize_images(images, size) if size else images), torch.as_tensor(bunch.target, dtype=torch.long)
+    return (resize_images(images, size) if size else images), torch.as_tensor(
+        bunch.target, dtype=torch.long
+    )
 
 
-def load_lfw_subset(faces_only: bool = False, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_lfw_subset(
+    faces_only: bool = False, size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-image's LFW subset: 200 grey 25x25 crops, the first 100 faces (label 1) and then 100
     non-faces (label 0): ``(images [N, 1, 25, 25] in [-1, 1], labels)``."""
     from skimage import data
@@ -79,11 +85,18 @@ def sample_photograph(name: str, size: int | None = 64) -> torch.Tensor:
 class TensorImageDataset(Dataset):
     """Items ``{"image": [C, H, W], "caption": str, "label": int}`` from tensors already in [-1, 1]."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, captions: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        captions: list[str] | None = None,
+    ) -> None:
         if images.ndim != 4:
             raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
         n = images.shape[0]
-        if (labels is not None and len(labels) != n) or (captions is not None and len(captions) != n):
+        if (labels is not None and len(labels) != n) or (
+            captions is not None and len(captions) != n
+        ):
             raise ValueError(f"labels and captions need one entry per image ({n})")
         self.images = images
         self.labels = labels if labels is not None else torch.zeros(n, dtype=torch.long)
@@ -93,10 +106,16 @@ class TensorImageDataset(Dataset):
         return self.images.shape[0]
 
     def __getitem__(self, index: int) -> dict:
-        return {"image": self.images[index], "caption": self.captions[index], "label": int(self.labels[index])}
+        return {
+            "image": self.images[index],
+            "caption": self.captions[index],
+            "label": int(self.labels[index]),
+        }
 
 
-def digits_dataset(size: int | None = None, split: str = "train", validation_fraction: float = 0.1, seed: int = 0) -> TensorImageDataset:
+def digits_dataset(
+    size: int | None = None, split: str = "train", validation_fraction: float = 0.1, seed: int = 0
+) -> TensorImageDataset:
     """The digits as a dataset with captions ("a handwritten seven") and a deterministic split:
     a seeded permutation puts ``validation_fraction`` of the images in ``"validation"``."""
     check_names("split", split, ("train", "validation"))

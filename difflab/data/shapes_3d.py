@@ -38,7 +38,13 @@ def solid_sdf(solid: str, p: np.ndarray) -> np.ndarray:
 def camera_pose(azimuth: float, elevation: float, radius: float = 3.0) -> np.ndarray:
     """Camera-to-world ``[4, 4]`` of a camera at ``radius`` looking at the origin; angles in radians
     (azimuth about +y from +z, elevation above the xz plane)."""
-    position = radius * np.array([np.cos(elevation) * np.sin(azimuth), np.sin(elevation), np.cos(elevation) * np.cos(azimuth)])
+    position = radius * np.array(
+        [
+            np.cos(elevation) * np.sin(azimuth),
+            np.sin(elevation),
+            np.cos(elevation) * np.cos(azimuth),
+        ]
+    )
     back = position / np.linalg.norm(position)  # camera +z points away from the target
     right = np.cross([0.0, 1.0, 0.0], back)
     right /= np.linalg.norm(right)
@@ -48,7 +54,9 @@ def camera_pose(azimuth: float, elevation: float, radius: float = 3.0) -> np.nda
     return pose
 
 
-def orbit_poses(num_views: int, elevation_deg: float = 20.0, radius: float = 3.0, start_deg: float = 0.0) -> np.ndarray:
+def orbit_poses(
+    num_views: int, elevation_deg: float = 20.0, radius: float = 3.0, start_deg: float = 0.0
+) -> np.ndarray:
     """``num_views`` poses evenly spaced in azimuth on a circle at ``elevation_deg``: ``[V, 4, 4]``."""
     azimuths = np.deg2rad(start_deg) + 2 * np.pi * np.arange(num_views) / num_views
     return np.stack([camera_pose(a, np.deg2rad(elevation_deg), radius) for a in azimuths])
@@ -59,18 +67,28 @@ def focal_length(size: int, fov_deg: float = 40.0) -> float:
     return 0.5 * size / np.tan(np.deg2rad(fov_deg) / 2)
 
 
-def camera_rays(pose: np.ndarray, size: int, focal: float, supersample: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def camera_rays(
+    pose: np.ndarray, size: int, focal: float, supersample: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Ray origins and unit directions ``[size*s, size*s, 3]`` of a camera (pixel-centre samples)."""
     n = size * supersample
     u = (np.arange(n) + 0.5) / supersample - size / 2
-    dirs = np.stack(np.broadcast_arrays(u[None, :] / focal, -u[:, None] / focal, -np.ones((1, 1))), axis=-1)
+    dirs = np.stack(
+        np.broadcast_arrays(u[None, :] / focal, -u[:, None] / focal, -np.ones((1, 1))), axis=-1
+    )
     world = dirs @ pose[:3, :3].T
     world /= np.linalg.norm(world, axis=-1, keepdims=True)
     return np.broadcast_to(pose[:3, 3], world.shape), world
 
 
 def render_solid(
-    solid: str, colour: str, pose: np.ndarray, size: int = 32, fov_deg: float = 40.0, background: str = "grey", supersample: int = 2
+    solid: str,
+    colour: str,
+    pose: np.ndarray,
+    size: int = 32,
+    fov_deg: float = 40.0,
+    background: str = "grey",
+    supersample: int = 2,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sphere-trace one view: ``(image [H, W, 3] in [0, 1], alpha [H, W], depth [H, W])`` where
     depth is the distance along the ray (``inf`` on background pixels)."""
@@ -83,10 +101,20 @@ def render_solid(
     points = origins + t[..., None] * dirs
     hit = np.abs(solid_sdf(solid, points)) < 1e-3
     eps = 1e-4
-    normals = np.stack([solid_sdf(solid, points + eps * e) - solid_sdf(solid, points - eps * e) for e in np.eye(3)], axis=-1)
+    normals = np.stack(
+        [
+            solid_sdf(solid, points + eps * e) - solid_sdf(solid, points - eps * e)
+            for e in np.eye(3)
+        ],
+        axis=-1,
+    )
     normals /= np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
     shade = 0.35 + 0.65 * np.clip(normals @ LIGHT_DIRECTION, 0, 1)
-    fine = np.where(hit[..., None], shade[..., None] * np.asarray(COLOURS[colour]), np.asarray(BACKGROUNDS[background]))
+    fine = np.where(
+        hit[..., None],
+        shade[..., None] * np.asarray(COLOURS[colour]),
+        np.asarray(BACKGROUNDS[background]),
+    )
     s = supersample
     image = fine.reshape(size, s, size, s, 3).mean(axis=(1, 3))
     alpha = hit.reshape(size, s, size, s).mean(axis=(1, 3))
@@ -107,11 +135,20 @@ class MultiView:
     caption: str
 
 
-def multiview(solid: str, colour: str, num_views: int = 8, size: int = 32, elevation_deg: float = 20.0, fov_deg: float = 40.0) -> MultiView:
+def multiview(
+    solid: str,
+    colour: str,
+    num_views: int = 8,
+    size: int = 32,
+    elevation_deg: float = 20.0,
+    fov_deg: float = 40.0,
+) -> MultiView:
     """Render ``num_views`` views of a ``colour`` ``solid`` on an orbit (see :func:`orbit_poses`)."""
     check_names("solid", solid, SOLIDS)
     poses = orbit_poses(num_views, elevation_deg)
     views = [render_solid(solid, colour, pose, size, fov_deg) for pose in poses]
     images, alphas, depths = (np.stack(v) for v in zip(*views, strict=True))
     article = "an" if colour[0] in "aeiou" else "a"
-    return MultiView(images, alphas, depths, poses, focal_length(size, fov_deg), f"{article} {colour} {solid}")
+    return MultiView(
+        images, alphas, depths, poses, focal_length(size, fov_deg), f"{article} {colour} {solid}"
+    )

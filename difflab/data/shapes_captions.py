@@ -32,8 +32,19 @@ from difflab.data.shapes_scene import (
 LEVELS = (("shape",), ("colour", "shape"), ("size", "colour", "shape"))
 PREFIXES = ("", "a picture of ", "an image of ")
 PHRASE_VARIANTS = 2
-RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
-WHERE_WORDS = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom", "middle": "in the middle"}
+RELATION_WORDS = {
+    "left of": "to the left of",
+    "right of": "to the right of",
+    "above": "above",
+    "below": "below",
+}
+WHERE_WORDS = {
+    "left": "on the left",
+    "right": "on the right",
+    "top": "at the top",
+    "bottom": "at the bottom",
+    "middle": "in the middle",
+}
 # Relations in captions need a clearer separation than GenEval's evaluation threshold (0.1), so
 # that a caption stays true under small jitter of a generated image.
 CAPTION_RELATION_THRESHOLD = 0.25
@@ -71,7 +82,9 @@ def phrase_text(phrase: Phrase, variant: int = 0) -> str:
     return f"{text} {WHERE_WORDS[phrase.where]}" if phrase.where else text
 
 
-def list_text(phrases: list[Phrase], variants: tuple[int, ...] | None = None, prefix: str = "") -> str:
+def list_text(
+    phrases: list[Phrase], variants: tuple[int, ...] | None = None, prefix: str = ""
+) -> str:
     """Join noun phrases: "a, b and c" (``variants`` per phrase, default all 0)."""
     variants = variants or (0,) * len(phrases)
     parts = [phrase_text(p, v) for p, v in zip(phrases, variants, strict=True)]
@@ -79,10 +92,14 @@ def list_text(phrases: list[Phrase], variants: tuple[int, ...] | None = None, pr
     return prefix + body
 
 
-def relation_text(a: Phrase, relation: str, b: Phrase, variants: tuple[int, int] = (0, 0), prefix: str = "") -> str:
-    """"a green triangle to the left of a yellow star" (``relation`` from ``RELATIONS``)."""
+def relation_text(
+    a: Phrase, relation: str, b: Phrase, variants: tuple[int, int] = (0, 0), prefix: str = ""
+) -> str:
+    """ "a green triangle to the left of a yellow star" (``relation`` from ``RELATIONS``)."""
     if relation not in RELATION_WORDS:
-        raise ValueError(f"unknown relation {relation!r}; valid relations are: {', '.join(RELATIONS)}")
+        raise ValueError(
+            f"unknown relation {relation!r}; valid relations are: {', '.join(RELATIONS)}"
+        )
     return f"{prefix}{phrase_text(a, variants[0])} {RELATION_WORDS[relation]} {phrase_text(b, variants[1])}"
 
 
@@ -117,7 +134,12 @@ def _relation_options(scene: Scene) -> list[tuple[Phrase, str, Phrase]]:
 
     def unique_phrases(obj: ShapeObject) -> list[Phrase]:
         return [
-            Phrase(obj.shape, 1, obj.colour if "colour" in level else None, obj.size if "size" in level else None)
+            Phrase(
+                obj.shape,
+                1,
+                obj.colour if "colour" in level else None,
+                obj.size if "size" in level else None,
+            )
             for level in LEVELS
             if counts[level][_key(obj, level)] == 1
         ]
@@ -145,7 +167,9 @@ def all_captions(scene: Scene) -> list[str]:
     return sorted(out)
 
 
-def captions(scene: Scene, rng: np.random.Generator, k: int = 1, relation_probability: float = 0.3) -> list[str]:
+def captions(
+    scene: Scene, rng: np.random.Generator, k: int = 1, relation_probability: float = 0.3
+) -> list[str]:
     """Draw ``k`` distinct captions of ``scene`` (fewer if the grammar has fewer) using ``rng``.
 
     A relation caption is drawn with ``relation_probability`` when the scene has a clear pair.
@@ -159,7 +183,9 @@ def captions(scene: Scene, rng: np.random.Generator, k: int = 1, relation_probab
                 relation_options = _relation_options(scene)
             if relation_options:
                 a, rel, b = relation_options[rng.integers(len(relation_options))]
-                text = relation_text(a, rel, b, tuple(rng.integers(PHRASE_VARIANTS, size=2)), prefix)  # type: ignore[arg-type]
+                text = relation_text(
+                    a, rel, b, tuple(rng.integers(PHRASE_VARIANTS, size=2)), prefix
+                )  # type: ignore[arg-type]
                 if text not in out:
                     out.append(text)
                 if len(out) == k:
@@ -168,7 +194,9 @@ def captions(scene: Scene, rng: np.random.Generator, k: int = 1, relation_probab
         level = LEVELS[rng.integers(len(LEVELS))]
         phrases = scene_phrases(scene, level, with_where=bool(rng.random() < 0.3))
         phrases = phrases[::-1] if rng.random() < 0.5 else phrases
-        text = list_text(phrases, tuple(int(v) for v in rng.integers(PHRASE_VARIANTS, size=len(phrases))), prefix)
+        text = list_text(
+            phrases, tuple(int(v) for v in rng.integers(PHRASE_VARIANTS, size=len(phrases))), prefix
+        )
         if text not in out:
             out.append(text)
         if len(out) == k:

@@ -51,12 +51,17 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb, dtype=np.float64)
     linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
     matrix = np.array(
-        [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
+        [
+            [0.4124564, 0.3575761, 0.1804375],
+            [0.2126729, 0.7151522, 0.0721750],
+            [0.0193339, 0.1191920, 0.9503041],
+        ]
     )
     xyz = linear @ matrix.T / np.array([0.95047, 1.0, 1.08883])
     f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
     return np.stack(
-        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1
+        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])],
+        axis=-1,
     )
 
 
@@ -95,7 +100,20 @@ def _star_vertices(points: int = 5, inner: float = 0.45) -> np.ndarray:
 def _cross_vertices(half_length: float = 1.0, half_width: float = 0.36) -> np.ndarray:
     a, w = half_length, half_width
     return np.array(
-        [[w, -a], [w, -w], [a, -w], [a, w], [w, w], [w, a], [-w, a], [-w, w], [-a, w], [-a, -w], [-w, -w], [-w, -a]]
+        [
+            [w, -a],
+            [w, -w],
+            [a, -w],
+            [a, w],
+            [w, w],
+            [w, a],
+            [-w, a],
+            [-w, w],
+            [-a, w],
+            [-a, -w],
+            [-w, -w],
+            [-w, -a],
+        ]
     )
 
 
@@ -137,7 +155,6 @@ _RAW_SHAPES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-
 @dataclass(frozen=True)
 class ShapeGeometry:
     """A shape normalised to unit equivalent radius: ``sdf(x, y)`` in units of that radius."""
@@ -151,7 +168,10 @@ class ShapeGeometry:
 
     def sdf(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Signed distance (in equivalent radii) at local coordinates in equivalent radii."""
-        return self.raw_sdf(x * self.scale + self.offset[0], y * self.scale + self.offset[1]) / self.scale
+        return (
+            self.raw_sdf(x * self.scale + self.offset[0], y * self.scale + self.offset[1])
+            / self.scale
+        )
 
 
 def _normalise(name: str, raw: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> ShapeGeometry:
@@ -170,7 +190,9 @@ def _normalise(name: str, raw: Callable[[np.ndarray, np.ndarray], np.ndarray]) -
     return ShapeGeometry(name, raw, scale, (float(cx), float(cy)), half, radius)
 
 
-SHAPE_GEOMETRY: dict[str, ShapeGeometry] = {name: _normalise(name, raw) for name, raw in _RAW_SHAPES.items()}
+SHAPE_GEOMETRY: dict[str, ShapeGeometry] = {
+    name: _normalise(name, raw) for name, raw in _RAW_SHAPES.items()
+}
 SHAPES: tuple[str, ...] = tuple(SHAPE_GEOMETRY)
 PLURALS: dict[str, str] = {s: ("crosses" if s == "cross" else s + "s") for s in SHAPES}
 

@@ -47,8 +47,12 @@ def object_sdf(obj: ShapeObject, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return SHAPE_GEOMETRY[obj.shape].sdf(lx, ly) * r
 
 
-def _local_coords(obj: ShapeObject, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lx, ly = np.broadcast_arrays((xs[None, :] - obj.centre[0]) / obj.radius, (ys[:, None] - obj.centre[1]) / obj.radius)
+def _local_coords(
+    obj: ShapeObject, xs: np.ndarray, ys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    lx, ly = np.broadcast_arrays(
+        (xs[None, :] - obj.centre[0]) / obj.radius, (ys[:, None] - obj.centre[1]) / obj.radius
+    )
     return lx, ly
 
 
@@ -115,12 +119,22 @@ def render_background(scene: Scene, size: int) -> np.ndarray:
             pattern = pattern + np.sin(2 * np.pi * f * (x * np.cos(a) + y * np.sin(a)) + p)
         pattern *= bg.amplitude / max(len(bg.frequencies), 1)
     else:
-        raise ValueError(f"unknown background texture {bg.texture!r}; valid: plain, waves, gradient")
+        raise ValueError(
+            f"unknown background texture {bg.texture!r}; valid: plain, waves, gradient"
+        )
     image += pattern[..., None].astype(np.float32)
     return np.clip(image, 0.0, 1.0)
 
 
-def _fill(obj: ShapeObject, coverage: np.ndarray, sdf: np.ndarray, rows: slice, cols: slice, size: int, style: str):
+def _fill(
+    obj: ShapeObject,
+    coverage: np.ndarray,
+    sdf: np.ndarray,
+    rows: slice,
+    cols: slice,
+    size: int,
+    style: str,
+):
     """Return ``(colour [h, w, 3] or [3], alpha [h, w])`` for one object in ``style``."""
     colour = np.asarray(COLOURS[obj.colour], dtype=np.float32)
     alpha = coverage

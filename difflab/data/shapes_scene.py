@@ -54,7 +54,12 @@ class ShapeObject:
         else:
             hx = hy = geometry.bounding_radius
         x, y = self.centre
-        return (x - hx * self.radius, y - hy * self.radius, x + hx * self.radius, y + hy * self.radius)
+        return (
+            x - hx * self.radius,
+            y - hy * self.radius,
+            x + hx * self.radius,
+            y + hy * self.radius,
+        )
 
 
 @dataclass(frozen=True)
@@ -87,9 +92,7 @@ class Scene:
 
 def scene_from_dict(data: dict) -> Scene:
     """Rebuild a :class:`Scene` from :meth:`Scene.to_dict` output (e.g. read from JSON)."""
-    objects = tuple(
-        ShapeObject(**{**o, "centre": tuple(o["centre"])}) for o in data["objects"]
-    )
+    objects = tuple(ShapeObject(**{**o, "centre": tuple(o["centre"])}) for o in data["objects"])
     bg = data.get("background", {})
     background = Background(**{k: tuple(v) if isinstance(v, list) else v for k, v in bg.items()})
     return Scene(objects, background)
@@ -140,10 +143,16 @@ class SceneConfig:
             ("size_weights", self.size_weights, self.sizes),
             ("count_weights", self.count_weights, range(self.min_objects, self.max_objects + 1)),
         ):
-            if weights is not None and (len(weights) != len(items) or min(weights) < 0 or sum(weights) <= 0):
-                raise ValueError(f"{name} needs {len(items)} non-negative weights (one per option), got {weights}")
+            if weights is not None and (
+                len(weights) != len(items) or min(weights) < 0 or sum(weights) <= 0
+            ):
+                raise ValueError(
+                    f"{name} needs {len(items)} non-negative weights (one per option), got {weights}"
+                )
         if all((s, c) in self.held_out for s in self.shapes for c in self.colours):
-            raise ValueError("held_out removes every (shape, colour) pair; nothing is left to sample")
+            raise ValueError(
+                "held_out removes every (shape, colour) pair; nothing is left to sample"
+            )
 
 
 def _probabilities(weights: tuple[float, ...] | None) -> np.ndarray | None:
@@ -159,7 +168,9 @@ def sample_background(rng: np.random.Generator, config: SceneConfig) -> Backgrou
     if rng.random() >= config.texture_probability:
         return Background(colour)
     if rng.random() < 0.5:
-        return Background(colour, "gradient", config.texture_amplitude, angles=(float(rng.uniform(0, 2 * np.pi)),))
+        return Background(
+            colour, "gradient", config.texture_amplitude, angles=(float(rng.uniform(0, 2 * np.pi)),)
+        )
     k = 3
     return Background(
         colour,
@@ -174,10 +185,16 @@ def sample_background(rng: np.random.Generator, config: SceneConfig) -> Backgrou
 def sample_attributes(rng: np.random.Generator, config: SceneConfig) -> tuple[str, str, str]:
     """Draw one ``(shape, colour, size)`` from the configured distribution, avoiding held-out pairs."""
     for _ in range(1000):
-        shape = config.shapes[rng.choice(len(config.shapes), p=_probabilities(config.shape_weights))]
-        colour = config.colours[rng.choice(len(config.colours), p=_probabilities(config.colour_weights))]
+        shape = config.shapes[
+            rng.choice(len(config.shapes), p=_probabilities(config.shape_weights))
+        ]
+        colour = config.colours[
+            rng.choice(len(config.colours), p=_probabilities(config.colour_weights))
+        ]
         if (shape, colour) not in config.held_out:
-            size = config.sizes[rng.choice(len(config.sizes), p=_probabilities(config.size_weights))]
+            size = config.sizes[
+                rng.choice(len(config.sizes), p=_probabilities(config.size_weights))
+            ]
             return shape, colour, size
     raise RuntimeError("could not draw an attribute combination outside held_out; loosen held_out")
 
@@ -187,7 +204,10 @@ def box_fits(box: tuple[float, ...], placed: list[tuple[float, ...]], margin: fl
     x0, y0, x1, y1 = box
     if x0 < margin or y0 < margin or x1 > 1 - margin or y1 > 1 - margin:
         return False
-    return all(x0 >= b[2] + margin or b[0] >= x1 + margin or y0 >= b[3] + margin or b[1] >= y1 + margin for b in placed)
+    return all(
+        x0 >= b[2] + margin or b[0] >= x1 + margin or y0 >= b[3] + margin or b[1] >= y1 + margin
+        for b in placed
+    )
 
 
 def place_objects(
@@ -217,7 +237,12 @@ def place_objects(
             ok = np.ones(tries, dtype=bool)
         else:
             c, b = candidates[:, None, :], boxes[None, :, :]
-            apart = (c[..., 0] >= b[..., 2] + m) | (b[..., 0] >= c[..., 2] + m) | (c[..., 1] >= b[..., 3] + m) | (b[..., 1] >= c[..., 3] + m)
+            apart = (
+                (c[..., 0] >= b[..., 2] + m)
+                | (b[..., 0] >= c[..., 2] + m)
+                | (c[..., 1] >= b[..., 3] + m)
+                | (b[..., 1] >= c[..., 3] + m)
+            )
             ok = apart.all(axis=1)
         if not ok.any():
             return None
@@ -245,7 +270,9 @@ def sample_scene(rng: np.random.Generator, config: SceneConfig | None = None) ->
     raise RuntimeError("could not place the objects of a scene; lower max_objects or margin")
 
 
-def relations_between(a: ShapeObject, b: ShapeObject, threshold: float = GENEVAL_POSITION_THRESHOLD) -> set[str]:
+def relations_between(
+    a: ShapeObject, b: ShapeObject, threshold: float = GENEVAL_POSITION_THRESHOLD
+) -> set[str]:
     """Relations (from :data:`RELATIONS`) that hold for ``a`` relative to ``b``.
 
     Follows GenEval (Ghosh et al. 2023): the centre offset must exceed ``threshold`` times the
@@ -255,7 +282,9 @@ def relations_between(a: ShapeObject, b: ShapeObject, threshold: float = GENEVAL
 
 
 def relations_from_boxes(
-    box_a: tuple[float, ...], box_b: tuple[float, ...], threshold: float = GENEVAL_POSITION_THRESHOLD
+    box_a: tuple[float, ...],
+    box_b: tuple[float, ...],
+    threshold: float = GENEVAL_POSITION_THRESHOLD,
 ) -> set[str]:
     """:func:`relations_between` for two ``(x0, y0, x1, y1)`` boxes (used by the detector too)."""
     ax, ay = (box_a[0] + box_a[2]) / 2, (box_a[1] + box_a[3]) / 2
@@ -271,7 +300,7 @@ def relations_from_boxes(
 
 
 def absolute_position(obj: ShapeObject) -> str | None:
-    """"left", "right", "top", "bottom" or "middle" when the centre is clearly in that region."""
+    """ "left", "right", "top", "bottom" or "middle" when the centre is clearly in that region."""
     x, y = obj.centre
     horizontal = "left" if x < 0.33 else "right" if x > 0.67 else None
     vertical = "top" if y < 0.33 else "bottom" if y > 0.67 else None

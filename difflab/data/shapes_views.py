@@ -50,7 +50,9 @@ def segmentation_map(scene: Scene, size: int, by: str = "instance") -> np.ndarra
     index + 1, ``"shape"`` the index in ``SHAPES`` + 1, ``"colour"`` the index in ``COLOURS`` + 1.
     A pixel belongs to the object covering most of it, if that is at least half."""
     if by not in SEGMENTATION_KINDS:
-        raise ValueError(f"unknown segmentation kind {by!r}; valid kinds are: {', '.join(SEGMENTATION_KINDS)}")
+        raise ValueError(
+            f"unknown segmentation kind {by!r}; valid kinds are: {', '.join(SEGMENTATION_KINDS)}"
+        )
     if not scene.objects:
         return np.zeros((size, size), dtype=np.int64)
     coverage = visible_coverages(scene, size)
@@ -67,7 +69,9 @@ def segmentation_image(labels: np.ndarray) -> np.ndarray:
     """Colour a label map for viewing or as an RGB control image: ``[H, W, 3]`` in [0, 1]; label
     0 is black and each other label gets a fixed distinct hue."""
     hues = (np.arange(labels.max() + 1) * 0.618034) % 1.0
-    rgb = np.stack([np.clip(np.abs(((hues * 6 + k) % 6) - 3) - 1, 0, 1) for k in (0, 4, 2)], axis=-1)
+    rgb = np.stack(
+        [np.clip(np.abs(((hues * 6 + k) % 6) - 3) - 1, 0, 1) for k in (0, 4, 2)], axis=-1
+    )
     rgb[0] = 0.0
     return rgb[labels].astype(np.float32)
 
@@ -84,7 +88,9 @@ def _outline_points(obj: ShapeObject, n: int = 48) -> np.ndarray:
     inside = SHAPE_GEOMETRY[obj.shape].sdf(x, y) < 0
     last = np.where(inside.any(axis=1), inside.shape[1] - 1 - np.argmax(inside[:, ::-1], axis=1), 0)
     r = radii[last] * obj.radius
-    return np.stack([obj.centre[0] + r * np.cos(angles), obj.centre[1] + r * np.sin(angles)], axis=1)
+    return np.stack(
+        [obj.centre[0] + r * np.cos(angles), obj.centre[1] + r * np.sin(angles)], axis=1
+    )
 
 
 def polyline_distance(x: np.ndarray, y: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -92,12 +98,16 @@ def polyline_distance(x: np.ndarray, y: np.ndarray, points: np.ndarray) -> np.nd
     a, b = points[:-1, :, None], points[1:, :, None]
     px, py = x.reshape(1, -1), y.reshape(1, -1)
     ex, ey = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
-    t = np.clip(((px - a[:, 0]) * ex + (py - a[:, 1]) * ey) / np.maximum(ex * ex + ey * ey, 1e-12), 0, 1)
+    t = np.clip(
+        ((px - a[:, 0]) * ex + (py - a[:, 1]) * ey) / np.maximum(ex * ex + ey * ey, 1e-12), 0, 1
+    )
     dx, dy = px - a[:, 0] - t * ex, py - a[:, 1] - t * ey
     return np.sqrt((dx * dx + dy * dy).min(axis=0)).reshape(x.shape)
 
 
-def scribble_map(scene: Scene, size: int, rng: np.random.Generator, jitter: float = 0.12, width_px: float = 1.0) -> np.ndarray:
+def scribble_map(
+    scene: Scene, size: int, rng: np.random.Generator, jitter: float = 0.12, width_px: float = 1.0
+) -> np.ndarray:
     """Hand-drawn-looking strokes ``[H, W]`` float32 in [0, 1]: each object's outline, wobbled by
     ``jitter`` (fraction of its radius), started at a random angle and left slightly unclosed."""
     grid = pixel_centres(size)
@@ -120,7 +130,10 @@ def scribble_map(scene: Scene, size: int, rng: np.random.Generator, jitter: floa
 def box_layout(scene: Scene) -> list[dict]:
     """GLIGEN-style grounding: ``[{"phrase": "a red circle", "box": [x0, y0, x1, y1]}, ...]`` with
     boxes in image fractions, back to front."""
-    return [{"phrase": phrase_text(Phrase(o.shape, 1, o.colour)), "box": [float(v) for v in o.box()]} for o in scene.objects]
+    return [
+        {"phrase": phrase_text(Phrase(o.shape, 1, o.colour)), "box": [float(v) for v in o.box()]}
+        for o in scene.objects
+    ]
 
 
 def layout_image(scene: Scene, size: int, width_px: float = 1.0) -> np.ndarray:
@@ -170,7 +183,12 @@ def _fits_in(scene: Scene, obj: ShapeObject, skip: int | None, margin: float) ->
     return box_fits(obj.box(), others, margin)
 
 
-def edit_triplet(rng: np.random.Generator, scene: Scene | None = None, kind: str | None = None, config: SceneConfig | None = None) -> EditTriplet:
+def edit_triplet(
+    rng: np.random.Generator,
+    scene: Scene | None = None,
+    kind: str | None = None,
+    config: SceneConfig | None = None,
+) -> EditTriplet:
     """Draw an edit of ``scene`` (default: a fresh scene from ``config``): recolour ("make the circle
     blue"), add ("add a green square"), remove ("remove the triangle"), reshape ("turn the star into a
     heart") or move ("move the ring to the left"). ``kind`` forces one; impossible edits (nothing to
@@ -188,17 +206,27 @@ def edit_triplet(rng: np.random.Generator, scene: Scene | None = None, kind: str
     raise RuntimeError(f"could not draw a {kind or 'any'} edit; loosen the scene config")
 
 
-def _try_edit(rng: np.random.Generator, before: Scene, kind: str, config: SceneConfig) -> EditTriplet | None:
+def _try_edit(
+    rng: np.random.Generator, before: Scene, kind: str, config: SceneConfig
+) -> EditTriplet | None:
     objects = list(before.objects)
     if kind == "add":
         if len(objects) >= config.max_objects:
             return None
         shape, colour, size = sample_attributes(rng, config)
         for _ in range(100):
-            new = ShapeObject(shape, colour, size, (float(rng.uniform(0.1, 0.9)), float(rng.uniform(0.1, 0.9))), depth=len(objects))
+            new = ShapeObject(
+                shape,
+                colour,
+                size,
+                (float(rng.uniform(0.1, 0.9)), float(rng.uniform(0.1, 0.9))),
+                depth=len(objects),
+            )
             if _fits_in(before, new, None, config.margin):
                 article = phrase_text(Phrase(shape, 1, colour))
-                return EditTriplet(before, f"add {article}", Scene((*objects, new), before.background), kind)
+                return EditTriplet(
+                    before, f"add {article}", Scene((*objects, new), before.background), kind
+                )
         return None
     index = int(rng.integers(len(objects)))
     ref = referring_phrase(before, index)
@@ -209,19 +237,36 @@ def _try_edit(rng: np.random.Generator, before: Scene, kind: str, config: SceneC
         if len(objects) < 2:
             return None
         verb = ("remove", "delete", "take away")[rng.integers(3)]
-        return EditTriplet(before, f"{verb} {ref}", Scene(tuple(objects[:index] + objects[index + 1 :]), before.background), kind)
+        return EditTriplet(
+            before,
+            f"{verb} {ref}",
+            Scene(tuple(objects[:index] + objects[index + 1 :]), before.background),
+            kind,
+        )
     if kind == "recolour":
         colour = str(rng.choice([c for c in config.colours if c != obj.colour]))
         objects[index] = replace(obj, colour=colour)
-        template = ("make {ref} {c}", "turn {ref} {c}", "change the colour of {ref} to {c}")[rng.integers(3)]
-        return EditTriplet(before, template.format(ref=ref, c=colour), Scene(tuple(objects), before.background), kind)
+        template = ("make {ref} {c}", "turn {ref} {c}", "change the colour of {ref} to {c}")[
+            rng.integers(3)
+        ]
+        return EditTriplet(
+            before,
+            template.format(ref=ref, c=colour),
+            Scene(tuple(objects), before.background),
+            kind,
+        )
     if kind == "reshape":
         shape = str(rng.choice([s for s in config.shapes if s != obj.shape]))
         new = replace(obj, shape=shape)
         if not _fits_in(before, new, index, config.margin):
             return None
         objects[index] = new
-        return EditTriplet(before, f"turn {ref} into {phrase_text(Phrase(shape))}", Scene(tuple(objects), before.background), kind)
+        return EditTriplet(
+            before,
+            f"turn {ref} into {phrase_text(Phrase(shape))}",
+            Scene(tuple(objects), before.background),
+            kind,
+        )
     direction = str(rng.choice(list(_MOVES)))
     step = float(rng.uniform(0.15, 0.3))
     dx, dy = _MOVES[direction]
@@ -230,7 +275,9 @@ def _try_edit(rng: np.random.Generator, before: Scene, kind: str, config: SceneC
         return None
     objects[index] = new
     words = {"left": "to the left", "right": "to the right", "up": "up", "down": "down"}
-    return EditTriplet(before, f"move {ref} {words[direction]}", Scene(tuple(objects), before.background), kind)
+    return EditTriplet(
+        before, f"move {ref} {words[direction]}", Scene(tuple(objects), before.background), kind
+    )
 
 
 # ---- the personalization subject -----------------------------------------------------------------
@@ -241,15 +288,21 @@ SUBJECT = ShapeObject("heart", "purple", "large", (0.5, 0.5), texture="dots")
 SUBJECT_CLASS_PHRASE = "a heart"
 
 
-def subject_scene(rng: np.random.Generator, config: SceneConfig | None = None, max_others: int = 2) -> Scene:
+def subject_scene(
+    rng: np.random.Generator, config: SceneConfig | None = None, max_others: int = 2
+) -> Scene:
     """A scene holding :data:`SUBJECT` at a random place (size drawn from ``config``) with up to
     ``max_others`` ordinary objects around it."""
     config = config or SceneConfig()
     others = sample_scene(rng, replace(config, min_objects=1, max_objects=max(1, max_others)))
     for _ in range(200):
         size = str(rng.choice(config.sizes))
-        subject = replace(SUBJECT, size=size, centre=(float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.2, 0.8))))
-        kept = [o for o in others.objects if box_fits(o.box(), [subject.box()], config.margin)][:max_others]
+        subject = replace(
+            SUBJECT, size=size, centre=(float(rng.uniform(0.2, 0.8)), float(rng.uniform(0.2, 0.8)))
+        )
+        kept = [o for o in others.objects if box_fits(o.box(), [subject.box()], config.margin)][
+            :max_others
+        ]
         if box_fits(subject.box(), [], config.margin):
             return Scene((*kept, replace(subject, depth=len(kept))), others.background)
     raise RuntimeError("could not place the subject")
@@ -268,7 +321,12 @@ class Clip:
     caption: str
 
 
-def moving_clip(rng: np.random.Generator, num_frames: int = 8, config: SceneConfig | None = None, speed: tuple[float, float] = (0.02, 0.05)) -> Clip:
+def moving_clip(
+    rng: np.random.Generator,
+    num_frames: int = 8,
+    config: SceneConfig | None = None,
+    speed: tuple[float, float] = (0.02, 0.05),
+) -> Clip:
     """Objects that each move left, right, up or down (or stay still) at a constant speed, staying
     inside the image for the whole clip; objects may pass over one another (depth is annotated)."""
     config = config or SceneConfig(max_objects=2)
@@ -282,17 +340,37 @@ def moving_clip(rng: np.random.Generator, num_frames: int = 8, config: SceneConf
             v = float(rng.uniform(*speed))
             velocities.append((unit[0] * v, unit[1] * v))
             moved.append(direction)
-        last = [replace(o, centre=(o.centre[0] + vx * (num_frames - 1), o.centre[1] + vy * (num_frames - 1))) for o, (vx, vy) in zip(scene.objects, velocities, strict=True)]
+        last = [
+            replace(
+                o, centre=(o.centre[0] + vx * (num_frames - 1), o.centre[1] + vy * (num_frames - 1))
+            )
+            for o, (vx, vy) in zip(scene.objects, velocities, strict=True)
+        ]
         if all(box_fits(o.box(), [], 0.0) for o in last):
             break
     else:
         raise RuntimeError("could not draw a clip that stays inside the image")
     frames = tuple(
-        Scene(tuple(replace(o, centre=(o.centre[0] + vx * t, o.centre[1] + vy * t)) for o, (vx, vy) in zip(scene.objects, velocities, strict=True)), scene.background)
+        Scene(
+            tuple(
+                replace(o, centre=(o.centre[0] + vx * t, o.centre[1] + vy * t))
+                for o, (vx, vy) in zip(scene.objects, velocities, strict=True)
+            ),
+            scene.background,
+        )
         for t in range(num_frames)
     )
-    words = {"still": "standing still", "left": "moving to the left", "right": "moving to the right", "up": "moving up", "down": "moving down"}
-    parts = [f"{phrase_text(Phrase(o.shape, 1, o.colour))} {words[m]}" for o, m in zip(scene.objects, moved, strict=True)]
+    words = {
+        "still": "standing still",
+        "left": "moving to the left",
+        "right": "moving to the right",
+        "up": "moving up",
+        "down": "moving down",
+    }
+    parts = [
+        f"{phrase_text(Phrase(o.shape, 1, o.colour))} {words[m]}"
+        for o, m in zip(scene.objects, moved, strict=True)
+    ]
     caption = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return Clip(frames, tuple(velocities), caption)
 

@@ -1,0 +1,78 @@
+"""Training recipes: ``difflab train NAME_OR_FILE --out DIR``.
+
+A recipe is a small TOML file (shipped ones live in ``difflab/recipes/configs/``) naming a
+``kind`` — a builder module that makes the model, data and objective and calls the one Trainer
+(:func:`difflab.train.train`) — plus that builder's options and the Trainer's config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from difflab.recipes.config import options_from_dict, read_recipe_file
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def _kinds() -> dict:
+    from difflab.recipes import text_to_image, vae
+
+    return {
+        "vae": (vae.VAERecipe, vae.run),
+        "text_to_image": (text_to_image.TextToImageRecipe, text_to_image.run),
+    }
+
+
+def list_recipes() -> dict[str, Path]:
+    """Shipped recipe names and their files."""
+    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.toml"))}
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """The file of a shipped recipe name, or ``name_or_path`` itself if it is a file."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    recipes = list_recipes()
+    if str(name_or_path) in recipes:
+        return recipes[str(name_or_path)]
+    raise FileNotFoundError(
+        f"no recipe file or shipped recipe named {str(name_or_path)!r}; shipped recipes: "
+        f"{', '.join(recipes)}. Pass a .toml file to train your own."
+    )
+
+
+def load_recipe(name_or_path: str | Path, **train_overrides):
+    """Parse and validate a recipe: returns (kind, options dataclass, TrainConfig, run fn)."""
+    from difflab.train import TrainConfig
+
+    path = recipe_path(name_or_path)
+    data = read_recipe_file(path)
+    kinds = _kinds()
+    if data["kind"] not in kinds:
+        raise ValueError(
+            f"{path}: unknown recipe kind {data['kind']!r}; kinds are: {', '.join(kinds)}."
+        )
+    options_cls, run = kinds[data["kind"]]
+    options = options_from_dict(options_cls, data.get("recipe", {}), f"{path} [recipe]")
+    train_values = {**data.get("train", {}), **train_overrides}
+    config = TrainConfig.from_dict(train_values, source=f"{path} [train]")
+    return data["kind"], options, config, run
+
+
+def run_recipe(
+    name_or_path: str | Path,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    **train_overrides,
+) -> dict:
+    """Train a recipe into ``out``; writes and returns the figures (``out/results.json``)."""
+    kind, options, config, run = load_recipe(name_or_path, **train_overrides)
+    out = Path(out)
+    figures = run(options, config, out, resume, overwrite)
+    figures = {"recipe": str(name_or_path), "kind": kind, **figures}
+    (out / "results.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return figures

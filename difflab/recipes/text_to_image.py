@@ -1,0 +1,180 @@
+"""Recipe: the shapes text-to-image latent diffusion model (the Stable Diffusion recipe, small).
+
+Rombach et al. 2022: a frozen autoencoder (the ``vae`` recipe) maps 32x32 renders to 8x8x4
+latents scaled to unit variance; a U-Net with cross-attention to the frozen text encoder's
+per-token states (Saharia et al. 2022 use a frozen language model the same way) learns to
+denoise them with the DDPM loss. Captions are dropped (replaced by the empty prompt's encoding)
+with probability ``caption_dropout`` so the same network is also the unconditional model that
+classifier-free guidance needs (Ho & Salimans 2022, Sec. 3.2). Latents and caption encodings are
+computed once before training: the frozen parts never run inside the training loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from difflab.data.shapes import ShapesDataset
+from difflab.models.networks import parameter_count, text_conditional_unet
+from difflab.models.text_encoder import PromptEncoder
+from difflab.pipelines.text_to_image import TextToImagePipeline, image_grid
+from difflab.schedules import make_schedule
+from difflab.train import TrainConfig, diffusion_objective, train
+
+SAMPLE_PROMPTS = (
+    "a red circle",
+    "a blue square",
+    "a green triangle",
+    "two yellow stars",
+    "a red circle above a blue square",
+    "a purple heart to the left of a white ring",
+    "three black crosses",
+    "a large pink circle",
+)
+
+
+@dataclass
+class TextToImageRecipe:
+    """Options of the ``text_to_image`` recipe."""
+
+    vae: str = "runs/shapes-vae/vae"  # folder of a trained AutoencoderKL (the vae recipe)
+    image_size: int = 32
+    dataset_length: int = 60_000
+    block_out_channels: tuple = (64, 128)
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    norm_num_groups: int = 32
+    schedule: str = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    prediction_type: str = "epsilon"
+    weighting: str = "min_snr"
+    caption_dropout: float = 0.1
+    sample_steps: int = 20
+    sample_guidance: float = 5.0
+
+
+class CachedLatents(torch.utils.data.Dataset):
+    """Pre-encoded training pairs: scaled VAE latents and the caption's token states."""
+
+    def __init__(self, latents: torch.Tensor, caption_rows: torch.Tensor, table: torch.Tensor):
+        self.latents, self.caption_rows, self.table = latents, caption_rows, table
+
+    def __len__(self) -> int:
+        return self.latents.shape[0]
+
+    def __getitem__(self, index: int) -> dict:
+        return {
+            "image": self.latents[index],
+            "encoder_hidden_states": self.table[self.caption_rows[index]].float(),
+        }
+
+
+@torch.no_grad()
+def encode_dataset(
+    data: ShapesDataset, vae, prompt_encoder: PromptEncoder, batch_size: int = 256
+) -> CachedLatents:
+    """Encode every image (posterior mean x scaling factor) and every distinct caption once."""
+    latents, captions = [], []
+    for start in tqdm(range(0, len(data), batch_size), desc="encoding images", leave=False):
+        items = [data[i] for i in range(start, min(start + batch_size, len(data)))]
+        images = torch.stack([item["image"] for item in items])
+        latents.append(vae.encode(images).latent_dist.mean * vae.config.scaling_factor)
+        captions.extend(item["caption"] for item in items)
+    unique = sorted(set(captions))
+    row = {caption: i for i, caption in enumerate(unique)}
+    table = torch.cat(
+        [
+            prompt_encoder(unique[i : i + batch_size], warn=False).half()
+            for i in tqdm(range(0, len(unique), batch_size), desc="encoding captions", leave=False)
+        ]
+    )
+    rows = torch.tensor([row[c] for c in captions])
+    return CachedLatents(torch.cat(latents), rows, table)
+
+
+def with_caption_dropout(objective, empty: torch.Tensor, probability: float):
+    """Replace each example's text states by the empty prompt's with ``probability``, drawing
+    from the Trainer's generator (so a resumed run drops the same captions)."""
+
+    def dropped(model, batch, generator):
+        context = batch["encoder_hidden_states"]
+        drop = torch.rand(context.shape[0], generator=generator) < probability
+        if drop.any():
+            context = context.clone()
+            context[drop.to(context.device)] = empty.to(context)
+        return objective(model, {**batch, "encoder_hidden_states": context}, generator)
+
+    return dropped
+
+
+def run(
+    options: TextToImageRecipe, config: TrainConfig, out: Path, resume: bool, overwrite: bool
+) -> dict:
+    """Train the latent denoiser and save the whole pipeline to ``out/pipeline``."""
+    from diffusers import AutoencoderKL
+
+    vae_path = Path(options.vae)
+    if not (vae_path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no trained VAE at {vae_path}; train one first (`difflab train shapes-vae --out "
+            f'{vae_path.parent}`) or set `vae = "..."` in the recipe\'s [recipe] section.'
+        )
+    vae = AutoencoderKL.from_pretrained(vae_path).eval().requires_grad_(False)
+    prompt_encoder = PromptEncoder.from_pretrained()
+    schedule = make_schedule(
+        options.schedule,
+        beta_start=options.beta_start,
+        beta_end=options.beta_end,
+        prediction_type=options.prediction_type,
+    )
+    latent_size = options.image_size // 2 ** (len(vae.config.block_out_channels) - 1)
+    unet = text_conditional_unet(
+        sample_size=latent_size,
+        in_channels=vae.config.latent_channels,
+        block_out_channels=options.block_out_channels,
+        layers_per_block=options.layers_per_block,
+        attention_head_dim=options.attention_head_dim,
+        norm_num_groups=options.norm_num_groups,
+    )
+    data = encode_dataset(
+        ShapesDataset(length=options.dataset_length, size=options.image_size, seed=config.seed),
+        vae,
+        prompt_encoder,
+    )
+    empty = prompt_encoder([""], warn=False)[0]
+    objective = with_caption_dropout(
+        diffusion_objective(
+            schedule, weighting=options.weighting, cond_key="encoder_hidden_states"
+        ),
+        empty,
+        options.caption_dropout,
+    )
+
+    def pipeline_of(model) -> TextToImagePipeline:
+        return TextToImagePipeline(model, vae, prompt_encoder, schedule, name="shapes-t2i")
+
+    def sample_fn(model, step, out_dir):
+        pipeline = pipeline_of(model)
+        images = pipeline(
+            list(SAMPLE_PROMPTS), steps=options.sample_steps, guidance=options.sample_guidance,
+            seed=0,
+        )  # fmt: skip
+        path = Path(out_dir) / "samples" / f"step_{step:08d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image_grid(images, columns=len(SAMPLE_PROMPTS)).save(path)
+
+    result = train(
+        config, unet, objective, data, out, sample_fn=sample_fn, resume=resume, overwrite=overwrite
+    )
+    final = (result.ema_model or result.model).eval()
+    pipeline_of(final).save_pretrained(out / "pipeline", include_text_encoder=False)
+    return {
+        "parameters": parameter_count(final),
+        "steps": result.step,
+        "train_seconds": result.seconds,
+        "pipeline": str(out / "pipeline"),
+    }

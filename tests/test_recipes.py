@@ -1,0 +1,129 @@
+"""Every training recipe runs a few steps end to end (tiny sizes), and recipe files are checked."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from difflab.cli import app
+from difflab.recipes import list_recipes, load_recipe, run_recipe
+
+TINY_TRAIN = """
+[train]
+max_steps = 2
+batch_size = 4
+checkpoint_every = 2
+sample_every = 2
+log_every = 1
+"""
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_shipped_recipes_parse():
+    names = set(list_recipes())
+    assert {"shapes-vae", "shapes-t2i"} <= names
+    for name in names:
+        kind, options, config, run = load_recipe(name)
+        assert callable(run) and config.max_steps > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_vae_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("vae")
+    recipe = write(
+        tmp,
+        "vae.toml",
+        """
+kind = "vae"
+[recipe]
+image_size = 16
+dataset_length = 16
+block_out_channels = [8, 16, 16]
+norm_num_groups = 8
+scaling_images = 16
+eval_images = 8
+"""
+        + TINY_TRAIN,
+    )
+    figures = run_recipe(recipe, tmp / "run")
+    return tmp / "run", figures
+
+
+def test_vae_recipe_smoke(tiny_vae_run):
+    out, figures = tiny_vae_run
+    assert figures["steps"] == 2 and figures["psnr_db"] > 0
+    config = json.loads((out / "vae" / "config.json").read_text())
+    assert config["scaling_factor"] == pytest.approx(figures["scaling_factor"])
+    assert (out / "vae" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (out / "loss.png").is_file() and list((out / "samples").glob("*.png"))
+    assert json.loads((out / "results.json").read_text())["kind"] == "vae"
+
+
+def test_text_to_image_recipe_smoke(tiny_vae_run, tmp_path):
+    from difflab.pipelines.text_to_image import TextToImagePipeline
+
+    vae_dir, _ = tiny_vae_run
+    recipe = write(
+        tmp_path,
+        "t2i.toml",
+        f"""
+kind = "text_to_image"
+[recipe]
+vae = "{vae_dir / "vae"}"
+image_size = 16
+dataset_length = 16
+block_out_channels = [16, 32]
+attention_head_dim = 4
+norm_num_groups = 8
+sample_steps = 2
+"""
+        + TINY_TRAIN,
+    )
+    figures = run_recipe(recipe, tmp_path / "run")
+    assert figures["steps"] == 2
+    pipeline = TextToImagePipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    (image,) = pipeline("a red circle", steps=2, seed=0)
+    assert image.size == (16, 16)
+    # resuming a finished run continues from its checkpoint rather than starting over
+    again = run_recipe(recipe, tmp_path / "run", resume=True, max_steps=3)
+    assert again["steps"] == 3
+
+
+def test_recipe_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="shipped recipes: .*shapes-vae"):
+        load_recipe("no-such-recipe")
+    bad_key = write(tmp_path, "a.toml", 'kind = "vae"\n[recipe]\nkl_wieght = 1.0\n')
+    with pytest.raises(ValueError, match="unknown key.*'kl_wieght'.*Valid keys are: image_size"):
+        load_recipe(bad_key)
+    bad_train = write(tmp_path, "b.toml", 'kind = "vae"\n[train]\nmax_stepz = 1\n')
+    with pytest.raises(ValueError, match="max_stepz"):
+        load_recipe(bad_train)
+    bad_type = write(tmp_path, "c.toml", 'kind = "vae"\n[recipe]\nimage_size = "big"\n')
+    with pytest.raises(TypeError, match="image_size must be int"):
+        load_recipe(bad_type)
+    bad_kind = write(tmp_path, "d.toml", 'kind = "gan9000"\n')
+    with pytest.raises(ValueError, match="unknown recipe kind 'gan9000'; kinds are: vae"):
+        load_recipe(bad_kind)
+    top = write(tmp_path, "e.toml", 'kind = "vae"\n[optimizer]\nlr = 1\n')
+    with pytest.raises(ValueError, match="unknown top-level key.*'optimizer'"):
+        load_recipe(top)
+    no_vae = write(
+        tmp_path, "f.toml", f'kind = "text_to_image"\n[recipe]\nvae = "{tmp_path}/none"\n'
+    )
+    with pytest.raises(FileNotFoundError, match="no trained VAE at .*difflab train shapes-vae"):
+        run_recipe(no_vae, tmp_path / "run")
+
+
+def test_train_command_lists_and_refuses_unknown(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["recipes"])
+    assert result.exit_code == 0 and "shapes-t2i" in result.output
+    result = runner.invoke(app, ["train", "nope", "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "no recipe file or shipped recipe named 'nope'" in str(
+        result.exception
+    )

@@ -83,3 +83,38 @@ def write_outputs(
     if len(images) > 1:
         image_grid(images).save(out / "grid.png")
     return paths
+
+
+def generate_suite_folder(
+    pipeline,
+    out_dir: str | Path,
+    suite: list[dict],
+    images_per_prompt: int = 4,
+    steps: int = 20,
+    sampler: str = "dpmpp_2m",
+    guidance: float = 5.0,
+    seed: int = 0,
+    model_name: str = "",
+    progress: bool = True,
+) -> int:
+    """Generate images for every prompt of a ShapesEval suite in its folder layout
+    (``out_dir/00012/3.png``: prompt line 12, image 3), ready for
+    :func:`difflab.eval.shapes.score_folder`. Image k of prompt i uses seed
+    ``seed + 1000 * i + k``, recorded in its PNG like every generated image. Returns the count."""
+    out_dir = Path(out_dir)
+    written = 0
+    for index, entry in enumerate(tqdm(suite, desc="generating suite", disable=not progress)):
+        first = seed + 1000 * index
+        latents = pipeline.latents(
+            [entry["prompt"]], images_per_prompt, steps=steps, guidance=guidance,
+            sampler=sampler, seed=first,
+        )  # fmt: skip
+        folder = out_dir / f"{index:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, image in enumerate(images_to_pil(pipeline.decode(latents))):
+            settings = GenerationSettings(
+                entry["prompt"], model_name, sampler, steps, guidance, first + k
+            )
+            save_png(image, folder / f"{k}.png", settings)
+            written += 1
+    return written

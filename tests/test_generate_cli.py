@@ -81,3 +81,19 @@ def test_export_writes_a_complete_folder(tiny_pipeline_folder, tmp_path):
     )
     result = runner.invoke(app, ["export", str(tiny_pipeline_folder), str(tmp_path / "full")])
     assert result.exit_code != 0 and "not empty" in result.output
+
+
+def test_generate_suite_folder_scores_with_shapes_eval(tiny_pipeline, tmp_path):
+    from difflab.eval.shapes import load_suite, score_folder
+    from difflab.generate import generate_suite_folder
+
+    suite = [e for e in load_suite() if e["tag"] == "single_object"][:3]
+    count = generate_suite_folder(tiny_pipeline, tmp_path, suite, images_per_prompt=2, steps=2, progress=False)
+    assert count == 6 and sorted(p.name for p in tmp_path.iterdir()) == ["00000", "00001", "00002"]
+    assert settings_from_png(tmp_path / "00002" / "1.png").seed == 2001
+    suite_file = tmp_path / "suite.jsonl"
+    import json
+
+    suite_file.write_text("".join(json.dumps(e) + "\n" for e in suite))
+    report = score_folder(tmp_path, suite_file)
+    assert report["num_images"] == 6 and 0.0 <= report["overall"] <= 1.0

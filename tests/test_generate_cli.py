@@ -88,7 +88,9 @@ def test_generate_suite_folder_scores_with_shapes_eval(tiny_pipeline, tmp_path):
     from difflab.generate import generate_suite_folder
 
     suite = [e for e in load_suite() if e["tag"] == "single_object"][:3]
-    count = generate_suite_folder(tiny_pipeline, tmp_path, suite, images_per_prompt=2, steps=2, progress=False)
+    count = generate_suite_folder(
+        tiny_pipeline, tmp_path, suite, images_per_prompt=2, steps=2, progress=False
+    )
     assert count == 6 and sorted(p.name for p in tmp_path.iterdir()) == ["00000", "00001", "00002"]
     assert settings_from_png(tmp_path / "00002" / "1.png").seed == 2001
     suite_file = tmp_path / "suite.jsonl"

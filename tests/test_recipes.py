@@ -127,3 +127,38 @@ def test_train_command_lists_and_refuses_unknown(tmp_path):
     assert result.exit_code != 0 and "no recipe file or shipped recipe named 'nope'" in str(
         result.exception
     )
+
+
+@pytest.mark.parametrize("dataset", ["digits", "shapes"])
+def test_pixel_recipe_smoke(dataset, tmp_path):
+    from diffusers import DDPMPipeline
+
+    from difflab.zoo import load_pipeline
+
+    recipe = write(
+        tmp_path,
+        "pixel.toml",
+        f"""
+kind = "pixel"
+[recipe]
+dataset = "{dataset}"
+image_size = 8
+dataset_length = 16
+block_out_channels = [8, 16]
+norm_num_groups = 8
+sample_steps = 2
+"""
+        + TINY_TRAIN,
+    )
+    figures = run_recipe(recipe, tmp_path / "run")
+    assert figures["steps"] == 2
+    pipeline = load_pipeline(tmp_path / "run" / "pipeline")
+    if dataset == "digits":
+        images = pipeline(["seven", 3], steps=2, guidance=2.0)
+        assert len(images) == 2 and images[0].size == (8, 8)
+        with pytest.raises(ValueError, match="unknown class 'eleven'.*names zero, one"):
+            pipeline(["eleven"], steps=2)
+    else:
+        assert len(pipeline(3, steps=2)) == 3
+        plain = DDPMPipeline.from_pretrained(tmp_path / "run" / "pipeline")
+        assert plain.unet.config.sample_size == 8

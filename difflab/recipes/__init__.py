@@ -16,10 +16,11 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 def _kinds() -> dict:
-    from difflab.recipes import text_to_image, vae
+    from difflab.recipes import pixel, text_to_image, vae
 
     return {
         "vae": (vae.VAERecipe, vae.run),
+        "pixel": (pixel.PixelRecipe, pixel.run),
         "text_to_image": (text_to_image.TextToImageRecipe, text_to_image.run),
     }
 

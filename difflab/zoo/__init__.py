@@ -39,7 +39,16 @@ def resolve_model(name_or_path: str | Path) -> Path:
 
 
 def load_pipeline(name_or_path: str | Path = DEFAULT_MODEL):
-    """Load a shipped model by name, or any pipeline folder, as a difflab pipeline."""
+    """Load a shipped model by name, or any pipeline folder, as a difflab pipeline: a
+    :class:`~difflab.pipelines.text_to_image.TextToImagePipeline` for text-to-image folders, a
+    :class:`~difflab.pipelines.pixel.PixelPipeline` for pixel-space ones."""
+    import json
+
+    from difflab.pipelines.pixel import CLASS_CONDITIONAL, PixelPipeline
     from difflab.pipelines.text_to_image import TextToImagePipeline
 
-    return TextToImagePipeline.from_pretrained(resolve_model(name_or_path))
+    folder = resolve_model(name_or_path)
+    kind = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    if kind in (CLASS_CONDITIONAL, "DDPMPipeline"):
+        return PixelPipeline.from_pretrained(folder)
+    return TextToImagePipeline.from_pretrained(folder)

@@ -1,0 +1,78 @@
+"""Images per second of difflab and of plain diffusers on the same weights, side by side.
+
+Both load the same text-to-image folder and run DDIM with the same steps, guidance, batch and
+starting noise (StableDiffusionPipeline for diffusers), so the ratio measures the two sampling
+loops and nothing else; the latents they produce are compared too. Prints one table.
+
+    python benchmarks/generate_throughput.py [--model shapes-t2i] [--steps 20] [--batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+
+def timed(fn, repeats: int) -> tuple[float, torch.Tensor]:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    return (time.perf_counter() - start) / repeats, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="shapes-t2i", help="shipped model name or folder")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    from difflab.schedules import timesteps
+    from difflab.zoo import load_pipeline, resolve_model
+
+    diffusers_logging.set_verbosity_error()
+    folder = resolve_model(args.model)
+    ours = load_pipeline(folder)
+    theirs = StableDiffusionPipeline.from_pretrained(
+        Path(folder), text_encoder=ours.prompt_encoder.text_encoder
+    )
+    theirs.set_progress_bar_config(disable=True)
+    prompts = ["a red circle above a blue square"] * args.batch
+    spacing = timesteps(ours.schedule, args.steps, "leading", offset=1)  # what SD's DDIM visits
+
+    def run_ours():
+        with torch.no_grad():
+            latents = ours.latents(prompts, steps=args.steps, guidance=args.guidance,
+                                   sampler="ddim", seed=0, spacing=spacing)
+            return ours.decode(latents)
+
+    def run_theirs():
+        generators = [torch.Generator().manual_seed(i) for i in range(args.batch)]
+        return theirs(prompts, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                      generator=generators, output_type="pt").images
+
+    t_ours, images_ours = timed(run_ours, args.repeats)
+    t_theirs, images_theirs = timed(run_theirs, args.repeats)
+    difference = ((images_ours + 1) / 2 - images_theirs).abs().max().item()
+    print(f"model {folder.name}, DDIM {args.steps} steps, guidance {args.guidance}, batch "
+          f"{args.batch}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print("| library | images/s | s/image |")
+    print("|---|---:|---:|")
+    for name, seconds in (("difflab", t_ours), ("diffusers", t_theirs)):
+        print(f"| {name} | {args.batch / seconds:.2f} | {seconds / args.batch:.4f} |")
+    print(f"difflab / diffusers throughput ratio: {t_theirs / t_ours:.2f}")
+    print(f"max |image difference| (0..1 scale): {difference:.2e}")
+
+
+if __name__ == "__main__":
+    main()

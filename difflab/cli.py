@@ -251,3 +251,7 @@ def shapes_suite(
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+if __name__ == "__main__":  # `python -m difflab.cli` and `accelerate launch -m difflab.cli`
+    app()

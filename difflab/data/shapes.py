@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -107,7 +108,8 @@ def render_batch(scenes: list[Scene], size: int = 32, style: str = "flat") -> to
 class ShapesDataset(Dataset):
     """Rendered shapes-world scenes with captions: items are dicts
     ``{"image": [3, H, W] in [-1, 1], "caption": str, "index": int}`` (plus ``"text_embedding"``
-    when ``embed_fn`` is given).
+    when ``embed_fn`` is given, and ``"scene"`` as a JSON string with ``with_scene``, from which
+    :func:`scene_from_dict` rebuilds masks, boxes and every derived view).
 
     Item ``i`` of a split is a pure function of ``(seed, split, i)`` (see :func:`scene_rng`).
     ``config.held_out`` pairs never appear in ``"train"``; ``"validation"`` samples them too unless
@@ -127,6 +129,7 @@ class ShapesDataset(Dataset):
         validation_includes_held_out: bool = True,
         embed_fn: Callable[[list[str]], torch.Tensor] | None = None,
         embed_batch_size: int = 256,
+        with_scene: bool = False,
     ) -> None:
         scene_rng(seed, split, 0)  # validates split
         if length < 1 or size < 4:
@@ -135,6 +138,7 @@ class ShapesDataset(Dataset):
         if split == "validation" and validation_includes_held_out:
             config = replace(config, held_out=frozenset())
         self.length, self.size, self.split, self.config, self.seed, self.style = length, size, split, config, seed, style
+        self.with_scene = with_scene
         self.text_embeddings: torch.Tensor | None = None
         self._embedding_row: list[int] = []
         if embed_fn is not None:
@@ -166,4 +170,6 @@ class ShapesDataset(Dataset):
         item = {"image": to_tensor(render(scene, self.size, self.style)), "caption": caption, "index": index}
         if self.text_embeddings is not None:
             item["text_embedding"] = self.text_embeddings[self._embedding_row[index]]
+        if self.with_scene:
+            item["scene"] = json.dumps(scene.to_dict())
         return item

@@ -42,6 +42,17 @@ def test_detector_is_at_least_99_percent_right_per_attribute_on_clean_renders():
     assert accuracy["centre_error_px"] < 0.25
 
 
+@pytest.mark.parametrize(("kind", "level"), [("blur", 0.75), ("noise", 0.04), ("jpeg", 90)])
+def test_detector_degrades_gracefully_under_mild_corruption(kind, level):
+    from difflab.eval.shapes_detector import degrade
+
+    rng = np.random.default_rng(31)
+    scenes = [sample_scene(rng) for _ in range(80)]
+    images = [degrade(render(s, 32), kind, level, np.random.default_rng(i)) for i, s in enumerate(scenes)]
+    accuracy = detector_accuracy(scenes, images)
+    assert min(accuracy[a] for a in ("shape", "colour", "size")) >= 0.95, accuracy
+
+
 def test_detector_reads_tensors_and_rotated_shapes():
     scene = Scene((ShapeObject("star", "blue", "large", (0.3, 0.3), rotation=0.4), ShapeObject("heart", "pink", "small", (0.7, 0.7))))
     found = detect(to_tensor(render(scene, 64)), rotations=12)

@@ -24,7 +24,9 @@ SUBJECT_DOT_COLOUR = (1.0, 0.93, 0.10)
 @lru_cache(maxsize=16)
 def pixel_centres(size: int) -> np.ndarray:
     """Pixel centres in image fractions: ``(i + 0.5) / size`` for ``i`` in ``range(size)``."""
-    return (np.arange(size, dtype=np.float64) + 0.5) / size
+    centres = (np.arange(size, dtype=np.float64) + 0.5) / size
+    centres.setflags(write=False)  # shared by every caller through the cache
+    return centres
 
 
 def _pixel_window(obj: ShapeObject, size: int, pad_px: float = 1.5) -> tuple[slice, slice]:

@@ -7,7 +7,8 @@ exact knowledge of the world instead of learned weights:
    CIELAB distance to it exceeds :data:`FOREGROUND_DELTA_E`;
 2. 8-connected foreground components smaller than ~40 % of a small object are noise; each
    component's clearly coloured ("core") pixels vote for the nearest palette colour, and a
-   component with two strong votes (touching objects) is split between them;
+   component with two strong votes (touching objects) is split between them, and so is a
+   one-colour component whose strong pixels form separate blobs joined by weak ones;
 3. each object's soft coverage is the projection of its pixels onto the background→colour line,
    which recovers the renderer's anti-aliasing; its area gives the size (shapes are
    equal-area normalised) and its centroid the centre;
@@ -157,8 +158,23 @@ def _colour_components(
         if len(pieces) > 1 and sum(int(p.sum()) for p, _ in pieces) >= 0.7 * mask.sum():
             found += pieces
         else:
-            found.append((mask, colour))
+            found += [(part, colour) for part in _split_bridges(mask, delta, min_pixels)]
     return found
+
+
+def _split_bridges(mask: np.ndarray, delta: np.ndarray, min_pixels: float) -> list[np.ndarray]:
+    """Split a same-colour component whose strong pixels form separate blobs joined only by weak
+    ones (two nearby objects bridged by blur or JPEG ringing); each pixel goes to its nearest blob."""
+    strong = mask & (delta >= 0.6 * np.percentile(delta[mask], 90))
+    blobs, count = ndimage.label(strong, structure=_EIGHT_CONNECTED)
+    sizes = ndimage.sum(strong, blobs, index=np.arange(1, count + 1))
+    keep = np.flatnonzero(sizes >= 0.5 * min_pixels) + 1
+    if len(keep) < 2:
+        return [mask]
+    seeds = np.where(np.isin(blobs, keep), blobs, 0)
+    _, (near_y, near_x) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+    nearest = seeds[near_y, near_x]
+    return [mask & (nearest == k) for k in keep]
 
 
 def detect(

@@ -160,6 +160,14 @@ def test_folder_layouts_cli_and_report(tmp_path):
     assert result.exit_code == 2 and "no images found" in result.output
 
 
+def test_prompts_with_held_out_pairs():
+    from difflab.eval.shapes import prompts_with_pairs
+
+    chosen = prompts_with_pairs(load_suite(), {("circle", "blue")})
+    assert chosen and all(any((c["shape"], c.get("colour")) == ("circle", "blue") for c in e["include"]) for e in chosen)
+    assert any(e["prompt"] == "a blue circle" for e in chosen)
+
+
 def test_default_suite_path_is_packaged():
     assert default_suite_path().name == "shapes_default.jsonl" and default_suite_path().is_file()
     assert scene_for_prompt(load_suite()[0], np.random.default_rng(0), SceneConfig(texture_probability=1.0)).background.texture != "plain"

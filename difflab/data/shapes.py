@@ -132,6 +132,7 @@ class ShapesDataset(Dataset):
         with_scene: bool = False,
     ) -> None:
         scene_rng(seed, split, 0)  # validates split
+        check_names("style", style, STYLES)
         if length < 1 or size < 4:
             raise ValueError(f"need length >= 1 and size >= 4, got length={length}, size={size}")
         config = config or SceneConfig()

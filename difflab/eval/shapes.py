@@ -52,9 +52,10 @@ from difflab.eval.shapes_detector import (
 )
 
 __all__ = [
-    "TASKS", "Detection", "build_default_suite", "default_suite_path", "detect", "detector_accuracy",
-    "evaluate_detections", "format_report_table", "load_suite", "match_detections", "scene_for_prompt",
-    "score_folder", "summarise", "validate_suite_entry",
+    "TASKS", "Detection", "build_default_suite", "collect_images", "default_suite_path", "detect",
+    "detector_accuracy", "evaluate_detections", "format_report_table", "load_suite", "match_detections",
+    "prompts_with_pairs", "render_suite_folder", "scene_for_prompt", "score_folder", "summarise",
+    "validate_suite_entry",
 ]  # fmt: skip
 
 TASKS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
@@ -175,6 +176,13 @@ def evaluate_detections(detections: list[Detection], entry: dict) -> tuple[bool,
         if n >= clause["count"]:
             return False, f"exclude[{k}]: found {n} {clause.get('colour', '')} {clause['shape']}".replace("  ", " ")
     return True, ""
+
+
+def prompts_with_pairs(suite: list[dict], pairs: frozenset[tuple[str, str]] | set[tuple[str, str]]) -> list[dict]:
+    """The suite entries that ask for at least one of the ``(shape, colour)`` ``pairs``: score a
+    model trained with ``SceneConfig(held_out=pairs)`` on them to measure compositional
+    generalisation (and on the others for comparison)."""
+    return [e for e in suite if any((c["shape"], c.get("colour")) in pairs for c in e["include"])]
 
 
 def summarise(results: list[dict]) -> dict:

@@ -49,6 +49,7 @@ from difflab.data.shapes_geometry import (
     SHAPE_GEOMETRY,
     SHAPES,
     SIZES,
+    check_names,
     srgb_to_lab,
 )
 from difflab.data.shapes_render import (

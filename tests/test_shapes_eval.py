@@ -147,7 +147,7 @@ def test_folder_layouts_cli_and_report(tmp_path):
     assert result.exit_code == 0, result.output
     assert "overall" in result.output and "position" in result.output
     report = json.loads(out.read_text())
-    assert report["num_images"] == 13 and set(report["tasks"]) == set(TASKS)
+    assert report["num_images"] == 13 and set(report["tasks"]) == set(TASKS) and report["difflab_version"]
     assert report["tasks"]["single_object"] == {"score": pytest.approx(2 / 3), "passed": 2, "total": 3}
     assert report["overall"] == pytest.approx(np.mean([2 / 3, 1, 1, 1, 1, 1]))
     failed = [r for r in report["results"] if not r["passed"]]

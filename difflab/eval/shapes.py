@@ -344,7 +344,7 @@ def score_folder(
     ``prompts`` (default: the shipped suite); write the JSON report to ``out`` if given.
 
     The report holds ``overall``, ``tasks`` (``score``, ``passed``, ``total`` per task),
-    ``missing_tasks``, ``suite``, ``images_dir``, ``num_images`` and ``results`` (one row per
+    ``missing_tasks``, ``suite``, ``images_dir``, ``num_images``, ``difflab_version`` and ``results`` (one row per
     image: ``file``, ``prompt_index``, ``tag``, ``prompt``, ``passed``, ``reason``,
     ``detections``).
     """
@@ -368,7 +368,16 @@ def score_folder(
                 "detections": [d.to_dict() for d in detections],
             }
         )
-    report = {**summarise(results), "suite": str(suite_path), "images_dir": str(images_dir), "num_images": len(results), "results": results}
+    from difflab import __version__
+
+    report = {
+        **summarise(results),
+        "suite": str(suite_path),
+        "images_dir": str(images_dir),
+        "num_images": len(results),
+        "difflab_version": __version__,
+        "results": results,
+    }
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(report, indent=1), encoding="utf-8")

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from torch.utils.data import Dataset
+
+from difflab.data.shapes_render import to_tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -55,7 +56,8 @@ def read_image_checked(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
         raise ValueError(f"malformed image: {error}") from None
 
 
-def _square(array: np.ndarray, size: int) -> np.ndarray:
+def centre_crop_resize(array: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop ``[H, W, C]`` uint8 to a square and resize it to ``size`` (Lanczos)."""
     h, w = array.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
@@ -93,7 +95,7 @@ class ImageFolderDataset(Dataset):
             except ValueError as error:
                 self.skipped.append(SkippedFile(relative, str(error)))
                 continue
-            self.images.append(_square(array, size) if size else array)
+            self.images.append(centre_crop_resize(array, size) if size else array)
             self.captions.append(caption)
             self.file_names.append(relative)
         if not self.images:
@@ -137,5 +139,5 @@ class ImageFolderDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict:
-        image = torch.tensor(self.images[index]).permute(2, 0, 1).float() / 127.5 - 1.0
+        image = to_tensor(self.images[index].astype(np.float32) / 255.0)
         return {"image": image, "caption": self.captions[index], "file_name": self.file_names[index]}

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from difflab.data.shapes_geometry import COLOURS, SHAPE_GEOMETRY, SHAPES, SIZES, srgb_to_lab
+from difflab.data.shapes_geometry import COLOURS, SHAPES, SIZES, placed_sdf, srgb_to_lab
 from difflab.data.shapes_scene import Scene
 
 FOREGROUND_DELTA_E = 18.0
@@ -76,13 +76,8 @@ def as_float_image(image: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def _template(shape: str, cx: float, cy: float, radius_px: float, rows: np.ndarray, cols: np.ndarray, rotation: float) -> np.ndarray:
-    lx = ((cols[None, :] + 0.5) - cx) / radius_px
-    ly = ((rows[:, None] + 0.5) - cy) / radius_px
-    if rotation:
-        c, s = np.cos(rotation), np.sin(rotation)
-        lx, ly = c * lx + s * ly, -s * lx + c * ly
-    lx, ly = np.broadcast_arrays(lx, ly)
-    return np.clip(0.5 - SHAPE_GEOMETRY[shape].sdf(lx, ly) * radius_px, 0.0, 1.0)
+    """Anti-aliased coverage of a shape on pixel rows/cols (pixel units), as the renderer draws it."""
+    return np.clip(0.5 - placed_sdf(shape, cols + 0.5, rows + 0.5, (cx, cy), radius_px, rotation), 0.0, 1.0)
 
 
 def _classify_shape(

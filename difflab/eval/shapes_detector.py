@@ -88,15 +88,22 @@ def _classify_shape(
     cy = float((coverage.sum(axis=1) * (rows + 0.5)).sum() / area)
     cx = float((coverage.sum(axis=0) * (cols + 0.5)).sum() / area)
     radius_px = float(np.sqrt(area / np.pi))
+    def template_error(shape: str, rotation: float) -> float:
+        sharp = _template(shape, cx, cy, radius_px, rows, cols, rotation)
+        errors = []
+        for sigma in BLUR_SIGMAS_PX:
+            template = ndimage.gaussian_filter(sharp, sigma, mode="constant") * region if sigma else sharp
+            errors.append(float(np.abs(coverage - template).sum() / area))
+        return min(errors)
+
     best, best_error = shapes[0], np.inf
+    step = 2 * np.pi / rotations
     for shape in shapes:
-        for k in range(rotations):
-            sharp = _template(shape, cx, cy, radius_px, rows, cols, 2 * np.pi * k / rotations)
-            for sigma in BLUR_SIGMAS_PX:
-                template = ndimage.gaussian_filter(sharp, sigma, mode="constant") * region if sigma else sharp
-                error = float(np.abs(coverage - template).sum() / area)
-                if error < best_error:
-                    best, best_error = shape, error
+        error, angle = min((template_error(shape, k * step), k * step) for k in range(rotations))
+        if rotations > 1:  # refine around the best coarse angle
+            error = min([error] + [template_error(shape, angle + f * step) for f in (-1 / 3, -1 / 6, 1 / 6, 1 / 3)])
+        if error < best_error:
+            best, best_error = shape, error
     return best, best_error, cx, cy, radius_px
 
 
@@ -180,8 +187,8 @@ def detect(
 ) -> list[Detection]:
     """Detect the objects of a shapes-world image (see the module docstring for the method).
 
-    ``rotations`` > 1 also tries that many evenly spaced rotations of each template (for scenes
-    rendered with ``SceneConfig(rotate=True)``). Components covering less than
+    ``rotations`` > 1 also tries that many evenly spaced rotations of each template, then refines
+    around the best one (for scenes rendered with ``SceneConfig(rotate=True)``). Components covering less than
     ``min_area_fraction`` of the image (default: 40 % of a small object) are ignored.
     Detections are ordered by decreasing area.
     """

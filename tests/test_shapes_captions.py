@@ -22,7 +22,7 @@ def test_phrases_and_paraphrases():
     assert phrase_text(Phrase("cross", 3)) == "three crosses"
     assert phrase_text(Phrase("star", 1, "orange")) == "an orange star"
     assert phrase_text(Phrase("ring", 1, "green", "small", "left")) == "a small green ring on the left"
-    assert phrase_text(Phrase("heart", 2, "pink", "large"), variant=1) == "two hearts that are large and pink"
+    assert phrase_text(Phrase("heart", 2, "pink", "large"), variant=1) == "two large hearts that are pink"
     assert list_text([Phrase("circle", 1, "red"), Phrase("square", 2), Phrase("star")]) == "a red circle, two squares and a star"
     text = relation_text(Phrase("triangle", 1, "green"), "left of", Phrase("star", 1, "yellow"))
     assert text == "a green triangle to the left of a yellow star"

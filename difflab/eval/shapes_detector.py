@@ -3,17 +3,21 @@
 It plays the role of GenEval's Mask2Former + CLIP colour classifier (Ghosh et al. 2023) with
 exact knowledge of the world instead of learned weights:
 
-1. the background colour is the median of the border pixels; a pixel is foreground when its
-   CIELAB distance to it exceeds :data:`FOREGROUND_DELTA_E`;
-2. 8-connected foreground components smaller than ~40 % of a small object are noise; each
-   component's clearly coloured ("core") pixels vote for the nearest palette colour, and a
-   component with two strong votes (touching objects) is split between them, and so is a
-   one-colour component whose strong pixels form separate blobs joined by weak ones;
-3. each object's soft coverage is the projection of its pixels onto the background→colour line,
-   which recovers the renderer's anti-aliasing; its area gives the size (shapes are
-   equal-area normalised) and its centroid the centre;
-4. the shape is the template (every shape, rendered with the same SDFs at that centre and area)
-   with the smallest L1 distance to the soft coverage.
+1. the background colour is the median of the border pixels; noisy images (noise estimated
+   from the border) are lightly smoothed first. A pixel is foreground when its CIELAB distance
+   to the background exceeds :data:`FOREGROUND_DELTA_E` (with hysteresis on noisy images);
+2. 8-connected foreground components smaller than ~40 % of a small object are noise. Each
+   component's clearly coloured ("core") pixels vote for a palette colour by their distance to
+   that colour's mixing segment background→colour (anti-aliasing, blur and JPEG mix colours with
+   the background linearly in sRGB). A component with two strong colours (touching objects) is
+   split between them, and so is a one-colour component whose strong pixels form separate blobs
+   joined only by weak ones (neighbours bridged by blur or JPEG ringing);
+3. each object's soft coverage is the projection of its pixels onto its colour's segment, in a
+   luma-weighted metric (JPEG keeps luma sharp). Its sum gives the size (shapes are equal-area
+   normalised) and its centroid the centre;
+4. the shape is the template (every shape, rendered with the renderer's own SDFs at that centre
+   and area, sharp and blurred at :data:`BLUR_SIGMAS_PX`) with the smallest L1 distance to the
+   soft coverage.
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ PALETTE_NAMES = tuple(COLOURS)
 PALETTE_RGB = np.array([COLOURS[c] for c in PALETTE_NAMES])
 PALETTE_LAB = srgb_to_lab(PALETTE_RGB)
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-# Blur widths (pixels) the templates are also compared at, so blurred images still match.
 # RGB -> (luma, 0.5 x chroma) metric for coverage estimation (BT.601 YCbCr, chroma down-weighted).
 COVERAGE_METRIC = np.array([[0.299, 0.587, 0.114], [-0.169, -0.331, 0.5], [0.5, -0.419, -0.081]]).T * np.array([1.0, 0.5, 0.5])
+# Blur widths (pixels) the templates are also compared at, so blurred images still match.
 BLUR_SIGMAS_PX = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 
 

@@ -172,10 +172,12 @@ def eval_shapes(
     out: str | None = typer.Option(None, "--out", help="Where to write the JSON report."),
 ) -> None:
     """Score images with ShapesEval (GenEval's six tasks on the shapes world) and print the table."""
+    from tqdm import tqdm
+
     from difflab.eval.shapes import format_report_table, score_folder
 
     try:
-        report = score_folder(images, prompts, out)
+        report = score_folder(images, prompts, out, progress=lambda pairs: tqdm(pairs, desc="ShapesEval", unit="image"))
     except (ValueError, FileNotFoundError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

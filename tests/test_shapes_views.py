@@ -25,6 +25,7 @@ from difflab.data.shapes_views import (
     EDIT_KINDS,
     SUBJECT,
     box_layout,
+    depth_map,
     edge_map,
     edit_triplet,
     layout_image,
@@ -81,6 +82,13 @@ def test_segmentation_maps_agree_with_masks_and_attributes():
     )
     with pytest.raises(ValueError, match="valid kinds are: instance"):
         segmentation_map(TWO, 32, "depth")
+
+
+def test_depth_map_orders_overlapping_objects():
+    back = ShapeObject("square", "red", "large", (0.45, 0.5), depth=0)
+    front = ShapeObject("circle", "blue", "large", (0.55, 0.5), depth=1)
+    depth = depth_map(Scene((back, front)), 64)
+    assert depth[32, 36] == pytest.approx(1.0) and depth[32, 22] == pytest.approx(0.5) and depth[2, 2] == 0.0
 
 
 def test_scribbles_are_random_strokes_near_the_outlines():

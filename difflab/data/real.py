@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from difflab.data.folder import centre_crop_resize
 from difflab.data.shapes_geometry import check_names
 
 # scikit-image's bundled pictures (skimage.data) that are photographs or photo-like textures.
@@ -74,11 +74,7 @@ def sample_photograph(name: str, size: int | None = 64) -> torch.Tensor:
         array = np.repeat(array[..., None], 3, axis=-1)
     array = array[..., :3]
     if size is not None:
-        h, w = array.shape[:2]
-        side = min(h, w)
-        top, left = (h - side) // 2, (w - side) // 2
-        picture = Image.fromarray(array[top : top + side, left : left + side].astype(np.uint8))
-        array = np.asarray(picture.resize((size, size), Image.Resampling.LANCZOS))
+        array = centre_crop_resize(array.astype(np.uint8), size)
     return _to_tensor(array[None], 0.0, 255.0)[0]
 
 

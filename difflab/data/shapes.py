@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -48,6 +49,7 @@ from difflab.data.shapes_geometry import (
     SHAPE_GEOMETRY,
     SHAPES,
     SIZES,
+    check_names,
     srgb_to_lab,
 )
 from difflab.data.shapes_render import (
@@ -107,7 +109,8 @@ def render_batch(scenes: list[Scene], size: int = 32, style: str = "flat") -> to
 class ShapesDataset(Dataset):
     """Rendered shapes-world scenes with captions: items are dicts
     ``{"image": [3, H, W] in [-1, 1], "caption": str, "index": int}`` (plus ``"text_embedding"``
-    when ``embed_fn`` is given).
+    when ``embed_fn`` is given, and ``"scene"`` as a JSON string with ``with_scene``, from which
+    :func:`scene_from_dict` rebuilds masks, boxes and every derived view).
 
     Item ``i`` of a split is a pure function of ``(seed, split, i)`` (see :func:`scene_rng`).
     ``config.held_out`` pairs never appear in ``"train"``; ``"validation"`` samples them too unless
@@ -127,31 +130,24 @@ class ShapesDataset(Dataset):
         validation_includes_held_out: bool = True,
         embed_fn: Callable[[list[str]], torch.Tensor] | None = None,
         embed_batch_size: int = 256,
+        with_scene: bool = False,
     ) -> None:
         scene_rng(seed, split, 0)  # validates split
+        check_names("style", style, STYLES)
         if length < 1 or size < 4:
             raise ValueError(f"need length >= 1 and size >= 4, got length={length}, size={size}")
         config = config or SceneConfig()
         if split == "validation" and validation_includes_held_out:
             config = replace(config, held_out=frozenset())
-        self.length, self.size, self.split, self.config, self.seed, self.style = (
-            length,
-            size,
-            split,
-            config,
-            seed,
-            style,
-        )
+        self.length, self.size, self.split, self.config, self.seed, self.style = length, size, split, config, seed, style
+        self.with_scene = with_scene
         self.text_embeddings: torch.Tensor | None = None
         self._embedding_row: list[int] = []
         if embed_fn is not None:
             texts = [self.scene_and_caption(i)[1] for i in range(length)]
             unique = sorted(set(texts))
             rows = {t: r for r, t in enumerate(unique)}
-            chunks = [
-                embed_fn(unique[i : i + embed_batch_size])
-                for i in range(0, len(unique), embed_batch_size)
-            ]
+            chunks = [embed_fn(unique[i : i + embed_batch_size]) for i in range(0, len(unique), embed_batch_size)]
             self.text_embeddings = torch.cat([torch.as_tensor(c) for c in chunks]).detach()
             if self.text_embeddings.shape[0] != len(unique):
                 raise ValueError(
@@ -173,11 +169,9 @@ class ShapesDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         scene, caption = self.scene_and_caption(index)
-        item = {
-            "image": to_tensor(render(scene, self.size, self.style)),
-            "caption": caption,
-            "index": index,
-        }
+        item = {"image": to_tensor(render(scene, self.size, self.style)), "caption": caption, "index": index}
         if self.text_embeddings is not None:
             item["text_embedding"] = self.text_embeddings[self._embedding_row[index]]
+        if self.with_scene:
+            item["scene"] = json.dumps(scene.to_dict())
         return item

@@ -67,12 +67,12 @@ def _article(word: str) -> str:
 
 def phrase_text(phrase: Phrase, variant: int = 0) -> str:
     """Text of a noun phrase. Variant 0: "a small red circle", "two red circles";
-    variant 1: "one circle that is small and red", "two circles that are red"."""
+    variant 1: "one small circle that is red", "two circles that are red"."""
     noun = phrase.shape if phrase.count == 1 else PLURALS[phrase.shape]
     adjectives = [a for a in (phrase.size, phrase.colour) if a]
-    if variant == 1 and adjectives and not phrase.where:
+    if variant == 1 and phrase.colour and not phrase.where:
         verb = "is" if phrase.count == 1 else "are"
-        return f"{NUMBER_WORDS[phrase.count]} {noun} that {verb} {' and '.join(adjectives)}"
+        return " ".join(filter(None, [NUMBER_WORDS[phrase.count], phrase.size, noun, "that", verb, phrase.colour]))
     words = [*adjectives, noun]
     if phrase.count == 1:
         determiner = "one" if variant == 1 else _article(words[0])

@@ -197,6 +197,19 @@ SHAPES: tuple[str, ...] = tuple(SHAPE_GEOMETRY)
 PLURALS: dict[str, str] = {s: ("crosses" if s == "cross" else s + "s") for s in SHAPES}
 
 
+def placed_sdf(
+    shape: str, xs: np.ndarray, ys: np.ndarray, centre: tuple[float, float], radius: float, rotation: float = 0.0
+) -> np.ndarray:
+    """Signed distance on the grid ``xs`` (columns) x ``ys`` (rows) to ``shape`` placed at
+    ``centre`` with equivalent ``radius`` and ``rotation`` (radians); all in the grid's units."""
+    lx, ly = (xs[None, :] - centre[0]) / radius, (ys[:, None] - centre[1]) / radius
+    if rotation:
+        c, s = np.cos(rotation), np.sin(rotation)
+        lx, ly = c * lx + s * ly, -s * lx + c * ly
+    lx, ly = np.broadcast_arrays(lx, ly)
+    return SHAPE_GEOMETRY[shape].sdf(lx, ly) * radius
+
+
 def check_names(kind: str, names: object, valid: tuple[str, ...] | list[str]) -> None:
     """Raise ``ValueError`` naming any entry of ``names`` not in ``valid`` and listing valid ones."""
     items = [names] if isinstance(names, str) else list(names)  # type: ignore[call-overload]

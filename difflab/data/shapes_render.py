@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from difflab.data.shapes_geometry import BACKGROUNDS, COLOURS, SHAPE_GEOMETRY, check_names
+from difflab.data.shapes_geometry import BACKGROUNDS, COLOURS, check_names, placed_sdf
 from difflab.data.shapes_scene import Scene, ShapeObject
 
 STYLES = ("flat", "outlined", "striped", "pastel")
@@ -24,7 +24,9 @@ SUBJECT_DOT_COLOUR = (1.0, 0.93, 0.10)
 @lru_cache(maxsize=16)
 def pixel_centres(size: int) -> np.ndarray:
     """Pixel centres in image fractions: ``(i + 0.5) / size`` for ``i`` in ``range(size)``."""
-    return (np.arange(size, dtype=np.float64) + 0.5) / size
+    centres = (np.arange(size, dtype=np.float64) + 0.5) / size
+    centres.setflags(write=False)  # shared by every caller through the cache
+    return centres
 
 
 def _pixel_window(obj: ShapeObject, size: int, pad_px: float = 1.5) -> tuple[slice, slice]:
@@ -38,13 +40,7 @@ def _pixel_window(obj: ShapeObject, size: int, pad_px: float = 1.5) -> tuple[sli
 
 def object_sdf(obj: ShapeObject, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Signed distance (image fractions) from the grid ``xs`` (columns) x ``ys`` (rows) to ``obj``."""
-    r = obj.radius
-    lx, ly = (xs[None, :] - obj.centre[0]) / r, (ys[:, None] - obj.centre[1]) / r
-    if obj.rotation:
-        c, s = np.cos(obj.rotation), np.sin(obj.rotation)
-        lx, ly = c * lx + s * ly, -s * lx + c * ly
-    lx, ly = np.broadcast_arrays(lx, ly)
-    return SHAPE_GEOMETRY[obj.shape].sdf(lx, ly) * r
+    return placed_sdf(obj.shape, xs, ys, obj.centre, obj.radius, obj.rotation)
 
 
 def _local_coords(

@@ -1,7 +1,7 @@
 """Views derived from a scene, for the methods built on the shapes world.
 
 - control maps (ControlNet, Zhang et al. 2023): :func:`edge_map`, :func:`segmentation_map`
-  (+ :func:`segmentation_image`), :func:`scribble_map`;
+  (+ :func:`segmentation_image`), :func:`depth_map`, :func:`scribble_map`;
 - grounding boxes (GLIGEN, Li et al. 2023): :func:`box_layout`, :func:`layout_image`;
 - instruction edits (InstructPix2Pix, Brooks et al. 2023): :func:`edit_triplet`;
 - a personalization subject (DreamBooth, Ruiz et al. 2023): :data:`SUBJECT`,
@@ -63,6 +63,17 @@ def segmentation_map(scene: Scene, size: int, by: str = "instance") -> np.ndarra
         "colour": np.array([list(COLOURS).index(o.colour) + 1 for o in scene.objects]),
     }[by]
     return np.where(coverage.max(axis=0) >= 0.5, labels[owner], 0).astype(np.int64)
+
+
+def depth_map(scene: Scene, size: int) -> np.ndarray:
+    """Layered depth ``[H, W]`` float32 in [0, 1]: background 0, the object in front of a pixel
+    ``(rank + 1) / N`` with rank its position in the back-to-front order (nearer is brighter),
+    blended by visible coverage so edges stay anti-aliased."""
+    out = np.zeros((size, size), dtype=np.float32)
+    n = len(scene.objects)
+    for rank, coverage in enumerate(visible_coverages(scene, size)):  # objects are stored back to front
+        out += coverage * (rank + 1) / n
+    return out
 
 
 def segmentation_image(labels: np.ndarray) -> np.ndarray:

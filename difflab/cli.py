@@ -161,26 +161,61 @@ def recipes() -> None:
 
 @eval_app.command("shapes")
 def eval_shapes(
-    images: str = typer.Option(
-        ...,
+    images: str | None = typer.Option(
+        None,
         "--images",
-        help="Folder of images: one sub-folder per prompt line (00000/, 00001/, ...) and/or a metadata.jsonl.",
+        help="Folder of images: one sub-folder per prompt line (00000/, 00001/, ...) and/or a "
+        "metadata.jsonl. With --model, generated images are written here (default: beside --out).",
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Generate the suite with this model (name or folder) first."
     ),
     prompts: str | None = typer.Option(
         None, "--prompts", help="ShapesEval suite (jsonl); default: the shipped suite."
     ),
     out: str | None = typer.Option(None, "--out", help="Where to write the JSON report."),
+    images_per_prompt: int = typer.Option(4, help="With --model: images per prompt."),
+    steps: int = typer.Option(20, help="With --model: sampler steps."),
+    sampler: str = typer.Option("dpmpp_2m", help="With --model: the sampler."),
+    guidance: float = typer.Option(5.0, help="With --model: classifier-free guidance weight."),
+    seed: int = typer.Option(0, help="With --model: seed of the first image."),
 ) -> None:
-    """Score images with ShapesEval (GenEval's six tasks on the shapes world) and print the table."""
+    """Score images with ShapesEval (GenEval's six tasks on the shapes world) and print the table;
+    with --model, generate the suite's images first."""
     from tqdm import tqdm
 
-    from difflab.eval.shapes import format_report_table, score_folder
+    from difflab.eval.shapes import format_report_table, load_suite, score_folder
 
+    if images is None and model is None:
+        raise typer.BadParameter("give --images DIR to score, or --model NAME to generate and score.")
     try:
+        if model is not None:
+            from difflab.generate import generate_suite_folder
+            from difflab.samplers import get_sampler
+            from difflab.zoo import load_pipeline
+
+            get_sampler(sampler)
+            if images is None:
+                images = str(Path(out).with_suffix("") if out else Path("shapes-eval")) + "-images"
+            if Path(images).exists() and any(Path(images).iterdir()):
+                raise ValueError(f"{images} already holds files; pass an empty or new --images folder.")
+            generate_suite_folder(
+                load_pipeline(model), images, load_suite(prompts), images_per_prompt, steps,
+                sampler, guidance, seed, model_name=model,
+            )  # fmt: skip
         report = score_folder(images, prompts, out, progress=lambda pairs: tqdm(pairs, desc="ShapesEval", unit="image"))
     except (ValueError, FileNotFoundError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
+    if model is not None:
+        report["generation"] = {
+            "model": model, "images_per_prompt": images_per_prompt, "steps": steps,
+            "sampler": sampler, "guidance": guidance, "seed": seed,
+        }  # fmt: skip
+        if out is not None:
+            import json
+
+            Path(out).write_text(json.dumps(report, indent=1), encoding="utf-8")
     typer.echo(format_report_table(report))
     if out is not None:
         typer.echo(f"report written to {out}")

@@ -99,3 +99,22 @@ def test_generate_suite_folder_scores_with_shapes_eval(tiny_pipeline, tmp_path):
     suite_file.write_text("".join(json.dumps(e) + "\n" for e in suite))
     report = score_folder(tmp_path, suite_file)
     assert report["num_images"] == 6 and 0.0 <= report["overall"] <= 1.0
+
+
+def test_eval_shapes_with_a_model_generates_then_scores(tiny_pipeline_folder, tmp_path):
+    import json
+
+    from difflab.eval.shapes import load_suite
+
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text("".join(json.dumps(e) + "\n" for e in load_suite()[:2]))
+    report = tmp_path / "report.json"
+    args = ["eval", "shapes", "--model", str(tiny_pipeline_folder), "--prompts", str(suite),
+            "--out", str(report), "--images-per-prompt", "2", "--steps", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    assert data["num_images"] == 4 and data["generation"]["steps"] == 2
+    assert (tmp_path / "report-images" / "00001" / "1.png").is_file()
+    result = runner.invoke(app, args)  # the image folder is not silently reused
+    assert result.exit_code == 2 and "already holds files" in result.output

@@ -104,7 +104,7 @@ def test_recipe_errors(tmp_path):
     with pytest.raises(ValueError, match="max_stepz"):
         load_recipe(bad_train)
     bad_type = write(tmp_path, "c.toml", 'kind = "vae"\n[recipe]\nimage_size = "big"\n')
-    with pytest.raises(TypeError, match="image_size must be int"):
+    with pytest.raises(TypeError, match="image_size must be of type int, got .big."):
         load_recipe(bad_type)
     bad_kind = write(tmp_path, "d.toml", 'kind = "gan9000"\n')
     with pytest.raises(ValueError, match="unknown recipe kind 'gan9000'; kinds are: vae"):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from difflab.recipes.config import options_from_dict, read_recipe_file
+from difflab.recipes.config import read_recipe_file
+from difflab.typed_config import from_dict
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -56,7 +57,7 @@ def load_recipe(name_or_path: str | Path, **train_overrides):
             f"{path}: unknown recipe kind {data['kind']!r}; kinds are: {', '.join(kinds)}."
         )
     options_cls, run = kinds[data["kind"]]
-    options = options_from_dict(options_cls, data.get("recipe", {}), f"{path} [recipe]")
+    options = from_dict(options_cls, data.get("recipe", {}), f"{path} [recipe]")
     train_values = {**data.get("train", {}), **train_overrides}
     config = TrainConfig.from_dict(train_values, source=f"{path} [train]")
     return data["kind"], options, config, run

@@ -219,6 +219,7 @@ def train(
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=accelerator.device)
         grad_norm = float("nan")
+        lr = lr_scheduler.get_last_lr()[0]  # the learning rate of this update
         for _ in range(config.grad_accum_steps):
             position, batch = next(stream)
             batch = send_to_device(batch, accelerator.device)
@@ -254,7 +255,7 @@ def train(
                 {
                     "step": step,
                     "loss": sum(window_losses) / len(window_losses),
-                    "lr": lr_scheduler.get_last_lr()[0],
+                    "lr": lr,
                     "grad_norm": grad_norm,
                     "epoch": position.epoch,
                     "images_per_s": images_per_s,

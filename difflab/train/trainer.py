@@ -528,7 +528,8 @@ def _load_checkpoint(
 ) -> tuple[int, DataPosition, list[float]]:
     """Restore everything :func:`_save_checkpoint` wrote; return (step, position, losses)."""
     state = read_json(folder / "state.json")
-    device = str(accelerator.device)
+    # safetensors names CPU devices "cpu" only (accelerate may say "cpu:0" in multi-CPU runs)
+    device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
     load_model(raw_model, str(folder / "model.safetensors"), device=device)
     if ema is not None:
         if state["ema"] is None or not (folder / "ema.safetensors").exists():

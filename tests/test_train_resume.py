@@ -182,3 +182,45 @@ def test_write_checkpoint_failure_and_pruning(tmp_path):
     assert latest_checkpoint(tmp_path).name == "step_00000003"
     write_checkpoint(tmp_path, 5, write, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000003", "step_00000005"]
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state whose mixed precision cannot change; reset it
+    around a test that trains in bf16 (a real run sets it once per process)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def test_bf16_mixed_precision_trains_and_resumes_exactly(tmp_path, fresh_accelerate_state):
+    config = tiny_config(max_steps=6, checkpoint_every=3, mixed_precision="bf16")
+    straight = train(config, tiny_model(), _objective(), tiny_images(), tmp_path / "a")
+    with pytest.raises(Crash):
+        train(
+            config,
+            tiny_model(),
+            _crashing(_objective(), after_calls=4),
+            tiny_images(),
+            tmp_path / "b",
+        )
+    resumed = train(config, tiny_model(5), _objective(), tiny_images(), tmp_path / "b", resume=True)
+    assert resumed.losses == straight.losses
+    _assert_bit_identical(_state(straight, tmp_path / "a"), _state(resumed, tmp_path / "b"))
+    assert straight.model.conv1.weight.dtype == torch.float32  # master weights stay fp32
+    # bf16 autocast really ran: the losses differ from a full-precision run
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    full = train(
+        tiny_config(max_steps=6, checkpoint_every=3),
+        tiny_model(),
+        _objective(),
+        tiny_images(),
+        tmp_path / "c",
+    )
+    assert full.losses != straight.losses

@@ -206,6 +206,7 @@ def train(
     images_per_update = config.batch_size * config.grad_accum_steps * world
     start_step, loop_start = step, time.perf_counter()
     window_losses: list[float] = []
+    images_per_s: float | None = None  # smoothed throughput for the progress bar and the log
     bar = tqdm(
         total=config.max_steps,
         initial=step,
@@ -245,7 +246,8 @@ def train(
             )
         losses.append(loss_value)
         window_losses.append(loss_value)
-        images_per_s = images_per_update / max(time.perf_counter() - t0, 1e-9)
+        rate = images_per_update / max(time.perf_counter() - t0, 1e-9)
+        images_per_s = rate if images_per_s is None else 0.9 * images_per_s + 0.1 * rate
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{images_per_s:.1f}")
 

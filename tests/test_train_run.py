@@ -174,3 +174,75 @@ def test_a_nan_loss_stops_the_run(tmp_path):
 
     with pytest.raises(FloatingPointError, match="step 1"):
         train(tiny_config(max_steps=3), tiny_model(), bad, tiny_images(), tmp_path)
+
+
+class _Labelled(torch.utils.data.Dataset):
+    """Dict examples, as recipes produce them: an image and its class label."""
+
+    def __init__(self, n: int = 16) -> None:
+        self.images = tiny_images(n).tensors[0]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "class_labels": torch.tensor(i % 3)}
+
+
+class _ClassDenoiser(nn.Module):
+    """Class-conditional, called like diffusers' UNet2DModel and returning its output type."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = tiny_model()
+        self.embed = nn.Embedding(3, 3)
+
+    def forward(self, x, t, class_labels):
+        from diffusers.models.unets.unet_2d import UNet2DOutput
+
+        return UNet2DOutput(sample=self.net(x + self.embed(class_labels)[:, :, None, None], t))
+
+
+def test_dict_batches_with_class_labels_train_and_resume(tmp_path):
+    def unet():
+        torch.manual_seed(0)
+        return _ClassDenoiser()
+
+    objective = diffusion_objective(make_schedule(), cond_key="class_labels")
+    config = tiny_config(max_steps=4, checkpoint_every=2, batch_size=4)
+    straight = train(config, unet(), objective, _Labelled(), tmp_path / "a")
+    with pytest.raises(Crash):
+        train(config, unet(), _crash_after(objective, 3), _Labelled(), tmp_path / "b")
+    resumed = train(config, unet(), objective, _Labelled(), tmp_path / "b", resume=True)
+    assert resumed.losses == straight.losses
+    for a, b in zip(straight.ema_model.parameters(), resumed.ema_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # the class labels reach the model: other labels give another loss
+    batch = {
+        k: torch.stack([_Labelled()[i][k] for i in range(4)]) for k in ("image", "class_labels")
+    }
+    other = {**batch, "class_labels": (batch["class_labels"] + 1) % 3}
+    with torch.no_grad():
+        losses = [
+            float(objective(resumed.model, b, torch.Generator().manual_seed(0)))
+            for b in (batch, other)
+        ]
+    assert losses[0] != losses[1]
+    with pytest.raises(KeyError, match="no 'pixels'"):
+        diffusion_objective(make_schedule(), image_key="pixels")(resumed.model, batch, None)
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_after(objective, calls: int):
+    count = {"n": 0}
+
+    def wrapped(model, batch, generator):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise Crash
+        return objective(model, batch, generator)
+
+    return wrapped

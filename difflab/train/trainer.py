@@ -116,6 +116,9 @@ def train(
         objective: ``objective(model, batch, generator) -> scalar loss``, e.g.
             :func:`difflab.train.diffusion_objective`. All its randomness must come from
             ``generator`` (or the global RNGs), which the Trainer seeds and checkpoints.
+            ``model`` is the accelerate-prepared model (DDP-wrapped on several GPUs): call it,
+            rather than its sub-modules or methods, so gradients are synchronised - put a
+            recipe's whole computation in ``forward``.
         dataset: a map-style dataset (``len`` and ``__getitem__``); batches are collated by
             ``collate_fn`` (default: torch's) and moved to the accelerator's device.
         out_dir: the run folder (created). Holds ``run.json``, ``metrics.jsonl``, ``loss.png``,
@@ -202,10 +205,10 @@ def train(
         world_size=world,
         num_workers=config.num_workers,
         collate_fn=collate_fn,
+        pin_memory=accelerator.device.type == "cuda",
     )
     images_per_update = config.batch_size * config.grad_accum_steps * world
     start_step, loop_start = step, time.perf_counter()
-    window_losses: list[float] = []
     images_per_s: float | None = None  # smoothed throughput for the progress bar and the log
     bar = tqdm(
         total=config.max_steps,
@@ -245,18 +248,18 @@ def train(
                 f"data. The last checkpoint is {latest_checkpoint(out_dir / CHECKPOINT_DIR)}."
             )
         losses.append(loss_value)
-        window_losses.append(loss_value)
         rate = images_per_update / max(time.perf_counter() - t0, 1e-9)
         images_per_s = rate if images_per_s is None else 0.9 * images_per_s + 0.1 * rate
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{images_per_s:.1f}")
 
         if is_main and (step % config.log_every == 0 or step == config.max_steps):
+            window = losses[(step - 1) // config.log_every * config.log_every : step]
             append_metrics(
                 out_dir / METRICS_FILE,
                 {
                     "step": step,
-                    "loss": sum(window_losses) / len(window_losses),
+                    "loss": sum(window) / len(window),  # mean since the previous line
                     "lr": lr,
                     "grad_norm": grad_norm,
                     "epoch": position.epoch,
@@ -264,7 +267,6 @@ def train(
                     "seconds": time.perf_counter() - loop_start,
                 },
             )
-            window_losses = []
         if step == config.max_steps or (
             config.checkpoint_every and step % config.checkpoint_every == 0
         ):

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
-from train_tiny import tiny_config
+from train_tiny import one_thread, tiny_config  # noqa: F401 (one_thread: autouse fixture)
 
 from difflab.train import (
     EMA,

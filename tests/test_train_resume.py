@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_tiny import tiny_config, tiny_images, tiny_model
+from train_tiny import one_thread, tiny_config, tiny_images, tiny_model  # noqa: F401 (one_thread: autouse fixture)
 
 import difflab.train.trainer as trainer_module
 from difflab.schedules import make_schedule

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 from PIL import Image
 from torch import nn
-from train_tiny import tiny_config, tiny_images, tiny_model
+from train_tiny import one_thread, tiny_config, tiny_images, tiny_model  # noqa: F401 (one_thread: autouse fixture)
 
 from difflab.schedules import make_schedule
 from difflab.train import diffusion_objective, diffusion_sample_fn, read_metrics, train
@@ -190,7 +191,7 @@ class _Labelled(torch.utils.data.Dataset):
 
 
 class _ClassDenoiser(nn.Module):
-    """Class-conditional, called like diffusers' UNet2DModel and returning its output type."""
+    """Class-conditional, called like diffusers' UNet2DModel (``model(x, t, class_labels=...)``)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -198,9 +199,8 @@ class _ClassDenoiser(nn.Module):
         self.embed = nn.Embedding(3, 3)
 
     def forward(self, x, t, class_labels):
-        from diffusers.models.unets.unet_2d import UNet2DOutput
-
-        return UNet2DOutput(sample=self.net(x + self.embed(class_labels)[:, :, None, None], t))
+        # like diffusers' UNet2DOutput: the prediction is in ``.sample``
+        return SimpleNamespace(sample=self.net(x + self.embed(class_labels)[:, :, None, None], t))
 
 
 def test_dict_batches_with_class_labels_train_and_resume(tmp_path):

@@ -224,3 +224,22 @@ def test_bf16_mixed_precision_trains_and_resumes_exactly(tmp_path, fresh_acceler
         tmp_path / "c",
     )
     assert full.losses != straight.losses
+
+
+def test_load_weights_for_export(tmp_path):
+    from difflab.train import load_weights
+
+    result = train(tiny_config(max_steps=2), tiny_model(), _objective(), tiny_images(), tmp_path)
+    model = tiny_model(seed=7)
+    assert load_weights(tmp_path, model).name == "ema.safetensors"
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.parameters(), result.ema_model.parameters(), strict=True)
+    )
+    assert load_weights(result.checkpoint, model, ema=False).name == "model.safetensors"
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.parameters(), result.model.parameters(), strict=True)
+    )
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint"):
+        load_weights(tmp_path / "nowhere", model)

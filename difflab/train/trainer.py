@@ -353,8 +353,8 @@ def check_run_dir(out_dir: Path, config: TrainConfig, *, resume: bool, overwrite
         if latest_checkpoint(out_dir / CHECKPOINT_DIR) is None:
             raise FileNotFoundError(
                 f"cannot resume: there is no checkpoint in {out_dir / CHECKPOINT_DIR}. "
-                "Start without resume (--resume), or with overwrite=True (--overwrite) to "
-                "replace a run that stopped before its first checkpoint."
+                "Start a new run (without resume=True / --resume), or pass overwrite=True "
+                "(--overwrite) to replace a run that stopped before its first checkpoint."
             )
         if run_file.exists():
             changed = {

@@ -154,6 +154,13 @@ def train(
         gradient_accumulation_steps=config.grad_accum_steps,
     )
     rank, world = accelerator.process_index, accelerator.num_processes
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and world == 1:  # e.g. torchrun on CPU without ACCELERATE_USE_CPU=1
+        raise RuntimeError(
+            f"{launched} processes were launched but accelerate sees only this one, so each "
+            "would train alone and they would overwrite each other's checkpoints. Launch with "
+            "`accelerate launch` (on CPU: `accelerate launch --cpu`, or set ACCELERATE_USE_CPU=1)."
+        )
     is_main = accelerator.is_main_process
     if is_main:
         _start_run_dir(out_dir, config, resume, overwrite, model, len(dataset), accelerator)

@@ -159,7 +159,7 @@ def train(
         raise RuntimeError(
             f"{launched} processes were launched but accelerate sees only this one, so each "
             "would train alone and they would overwrite each other's checkpoints. Launch with "
-            "`accelerate launch` (on CPU: `accelerate launch --cpu`, or set ACCELERATE_USE_CPU=1)."
+            "`accelerate launch` on GPUs; on CPUs set ACCELERATE_USE_CPU=1 (e.g. with torchrun)."
         )
     is_main = accelerator.is_main_process
     if is_main:

@@ -12,7 +12,7 @@ Typical use by a recipe::
     result.ema_model.save_pretrained("runs/digits/unet")   # export: the recipe's job
 """
 
-from difflab.train.checkpoint import latest_checkpoint, list_checkpoints
+from difflab.train.checkpoint import latest_checkpoint, list_checkpoints, load_weights
 from difflab.train.config import TrainConfig, load_config
 from difflab.train.data import DataPosition, epoch_permutation
 from difflab.train.ema import EMA
@@ -35,6 +35,7 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_config",
+    "load_weights",
     "make_lr_scheduler",
     "model_output",
     "plot_loss_curve",

@@ -154,6 +154,32 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     return load_file(str(path), device="cpu")
 
 
+def load_weights(folder: str | Path, model: torch.nn.Module, ema: bool = True) -> Path:
+    """Load a checkpoint's weights into ``model`` (for export or evaluation, not for resuming).
+
+    Args:
+        folder: a checkpoint folder, or a run folder (its latest checkpoint is used).
+        model: a model of the architecture that was trained.
+        ema: load the EMA weights when the checkpoint has them (the ones to sample from).
+
+    Returns:
+        the file that was loaded.
+    """
+    from safetensors.torch import load_model
+
+    folder = Path(folder)
+    if not (folder / "state.json").is_file():
+        found = latest_checkpoint(folder / CHECKPOINT_DIR)
+        if found is None:
+            raise FileNotFoundError(f"{folder} is neither a checkpoint nor a run with one.")
+        folder = found
+    path = folder / "ema.safetensors"
+    if not (ema and path.is_file()):
+        path = folder / "model.safetensors"
+    load_model(model, str(path))
+    return path
+
+
 # --------------------------------------------------------------------------------------------
 # optimizer state <-> safetensors + JSON
 

@@ -18,8 +18,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 LR_SCHEDULES = ("constant", "cosine", "linear")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 
-# Keys that may change between a run and its resumption without breaking exactness of what has
-# been trained so far (they change how long it runs and what it writes, not the update rule).
+# Keys that may change between a run and its resumption: they change how long it runs and what
+# it writes, not the update rule. (A longer max_steps also stretches a cosine or linear decay
+# from the resume point on; for a bit-identical continuation keep max_steps as it was.)
 RESUMABLE_CHANGES = (
     "max_steps",
     "checkpoint_every",

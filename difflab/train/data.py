@@ -81,6 +81,7 @@ def data_stream(
     world_size: int = 1,
     num_workers: int = 0,
     collate_fn: Callable | None = None,
+    pin_memory: bool = False,
 ) -> Iterator[tuple[DataPosition, object]]:
     """Yield ``(position_after, batch)`` forever, starting at ``position``.
 
@@ -97,6 +98,7 @@ def data_stream(
             batch_sampler=[indices for _, indices in batches],
             num_workers=num_workers,
             collate_fn=collate_fn,
+            pin_memory=pin_memory,
             generator=torch.Generator().manual_seed(seed * _EPOCH_SEED_STRIDE + epoch),
         )
         for (position, _), batch in zip(batches, loader, strict=True):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ def diffusion_sample_fn(
     seed: int = 0,
     model_kwargs: dict[str, Any] | None = None,
     nrow: int | None = None,
-):
+) -> Callable[[nn.Module, int, Path], Path]:
     """A ``sample_fn(model, step, out_dir)`` that saves ``samples/step_XXXXXXXX.png``.
 
     The same starting noise (drawn on the CPU from ``seed``) is used at every call, so the grids

@@ -116,6 +116,9 @@ def train(
         objective: ``objective(model, batch, generator) -> scalar loss``, e.g.
             :func:`difflab.train.diffusion_objective`. All its randomness must come from
             ``generator`` (or the global RNGs), which the Trainer seeds and checkpoints.
+            ``model`` is the accelerate-prepared model (DDP-wrapped on several GPUs): call it,
+            rather than its sub-modules or methods, so gradients are synchronised - put a
+            recipe's whole computation in ``forward``.
         dataset: a map-style dataset (``len`` and ``__getitem__``); batches are collated by
             ``collate_fn`` (default: torch's) and moved to the accelerator's device.
         out_dir: the run folder (created). Holds ``run.json``, ``metrics.jsonl``, ``loss.png``,
@@ -151,6 +154,13 @@ def train(
         gradient_accumulation_steps=config.grad_accum_steps,
     )
     rank, world = accelerator.process_index, accelerator.num_processes
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and world == 1:  # e.g. torchrun on CPU without ACCELERATE_USE_CPU=1
+        raise RuntimeError(
+            f"{launched} processes were launched but accelerate sees only this one, so each "
+            "would train alone and they would overwrite each other's checkpoints. Launch with "
+            "`accelerate launch` on GPUs; on CPUs set ACCELERATE_USE_CPU=1 (e.g. with torchrun)."
+        )
     is_main = accelerator.is_main_process
     if is_main:
         _start_run_dir(out_dir, config, resume, overwrite, model, len(dataset), accelerator)
@@ -202,10 +212,11 @@ def train(
         world_size=world,
         num_workers=config.num_workers,
         collate_fn=collate_fn,
+        pin_memory=accelerator.device.type == "cuda",
     )
     images_per_update = config.batch_size * config.grad_accum_steps * world
     start_step, loop_start = step, time.perf_counter()
-    window_losses: list[float] = []
+    images_per_s: float | None = None  # smoothed throughput for the progress bar and the log
     bar = tqdm(
         total=config.max_steps,
         initial=step,
@@ -219,6 +230,7 @@ def train(
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=accelerator.device)
         grad_norm = float("nan")
+        lr = lr_scheduler.get_last_lr()[0]  # the learning rate of this update
         for _ in range(config.grad_accum_steps):
             position, batch = next(stream)
             batch = send_to_device(batch, accelerator.device)
@@ -243,25 +255,25 @@ def train(
                 f"data. The last checkpoint is {latest_checkpoint(out_dir / CHECKPOINT_DIR)}."
             )
         losses.append(loss_value)
-        window_losses.append(loss_value)
-        images_per_s = images_per_update / max(time.perf_counter() - t0, 1e-9)
+        rate = images_per_update / max(time.perf_counter() - t0, 1e-9)
+        images_per_s = rate if images_per_s is None else 0.9 * images_per_s + 0.1 * rate
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{images_per_s:.1f}")
 
         if is_main and (step % config.log_every == 0 or step == config.max_steps):
+            window = losses[(step - 1) // config.log_every * config.log_every : step]
             append_metrics(
                 out_dir / METRICS_FILE,
                 {
                     "step": step,
-                    "loss": sum(window_losses) / len(window_losses),
-                    "lr": lr_scheduler.get_last_lr()[0],
+                    "loss": sum(window) / len(window),  # mean since the previous line
+                    "lr": lr,
                     "grad_norm": grad_norm,
                     "epoch": position.epoch,
                     "images_per_s": images_per_s,
                     "seconds": time.perf_counter() - loop_start,
                 },
             )
-            window_losses = []
         if step == config.max_steps or (
             config.checkpoint_every and step % config.checkpoint_every == 0
         ):
@@ -348,8 +360,8 @@ def check_run_dir(out_dir: Path, config: TrainConfig, *, resume: bool, overwrite
         if latest_checkpoint(out_dir / CHECKPOINT_DIR) is None:
             raise FileNotFoundError(
                 f"cannot resume: there is no checkpoint in {out_dir / CHECKPOINT_DIR}. "
-                "Start without resume (--resume), or with overwrite=True (--overwrite) to "
-                "replace a run that stopped before its first checkpoint."
+                "Start a new run (without resume=True / --resume), or pass overwrite=True "
+                "(--overwrite) to replace a run that stopped before its first checkpoint."
             )
         if run_file.exists():
             changed = {
@@ -527,7 +539,8 @@ def _load_checkpoint(
 ) -> tuple[int, DataPosition, list[float]]:
     """Restore everything :func:`_save_checkpoint` wrote; return (step, position, losses)."""
     state = read_json(folder / "state.json")
-    device = str(accelerator.device)
+    # safetensors names CPU devices "cpu" only (accelerate may say "cpu:0" in multi-CPU runs)
+    device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
     load_model(raw_model, str(folder / "model.safetensors"), device=device)
     if ema is not None:
         if state["ema"] is None or not (folder / "ema.safetensors").exists():

@@ -8,7 +8,9 @@ import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
+
+from difflab.typed_config import check_value, from_dict
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -77,24 +79,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
-        """Build a config from a dict, refusing unknown keys and values of the wrong type.
-
-        Args:
-            values: key -> value; keys are the field names of :class:`TrainConfig`.
-            source: where the values came from, for error messages (e.g. a file name).
-        """
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(valid))
-        if unknown:
-            raise ValueError(
-                f"{source}: unknown training key(s) {', '.join(map(repr, unknown))}. "
-                f"Valid keys are: {', '.join(valid)}."
-            )
-        checked = {}
-        for f in dataclasses.fields(cls):
-            if f.name in values:
-                checked[f.name] = _check_type(f.name, values[f.name], f.type, source)
-        return cls(**checked)
+        """Build a config from a dict, refusing unknown keys (the message lists the valid ones)
+        and values of the wrong type; ``source`` (e.g. a file name) prefixes the messages."""
+        return from_dict(cls, values, source)
 
 
 def load_config(path: str | Path, section: str | None = None, **overrides: Any) -> TrainConfig:
@@ -121,26 +108,11 @@ def load_config(path: str | Path, section: str | None = None, **overrides: Any) 
     return TrainConfig.from_dict(data, source=str(path))
 
 
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
-
-
-def _check_type(name: str, value: Any, annotation: Any, source: str) -> Any:
-    kind = _TYPES[annotation if isinstance(annotation, str) else annotation.__name__]
-    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True  # TOML writes 1 for 1.0; accept ints for floats
-    if not ok:
-        raise TypeError(
-            f"{source}: {name} must be of type {kind.__name__}, got {value!r} "
-            f"({type(value).__name__})."
-        )
-    return value
-
-
 def validate(config: TrainConfig) -> None:
     """Check ranges and choices; raise ValueError naming the field and what is allowed."""
+    hints = get_type_hints(TrainConfig)
     for f in dataclasses.fields(config):
-        _check_type(f.name, getattr(config, f.name), f.type, "TrainConfig")
+        check_value(f.name, getattr(config, f.name), hints[f.name], "TrainConfig")
 
     def need(cond: bool, message: str) -> None:
         if not cond:

@@ -52,20 +52,33 @@ def main() -> None:
 
     def run_ours():
         with torch.no_grad():
-            latents = ours.latents(prompts, steps=args.steps, guidance=args.guidance,
-                                   sampler="ddim", seed=0, spacing=spacing)
+            latents = ours.latents(
+                prompts,
+                steps=args.steps,
+                guidance=args.guidance,
+                sampler="ddim",
+                seed=0,
+                spacing=spacing,
+            )
             return ours.decode(latents)
 
     def run_theirs():
         generators = [torch.Generator().manual_seed(i) for i in range(args.batch)]
-        return theirs(prompts, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                      generator=generators, output_type="pt").images
+        return theirs(
+            prompts,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            generator=generators,
+            output_type="pt",
+        ).images
 
     t_ours, images_ours = timed(run_ours, args.repeats)
     t_theirs, images_theirs = timed(run_theirs, args.repeats)
     difference = ((images_ours + 1) / 2 - images_theirs).abs().max().item()
-    print(f"model {folder.name}, DDIM {args.steps} steps, guidance {args.guidance}, batch "
-          f"{args.batch}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(
+        f"model {folder.name}, DDIM {args.steps} steps, guidance {args.guidance}, batch "
+        f"{args.batch}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    )
     print("| library | images/s | s/image |")
     print("|---|---:|---:|")
     for name, seconds in (("difflab", t_ours), ("diffusers", t_theirs)):

@@ -40,7 +40,9 @@ def main() -> None:
     parser.add_argument("--images-per-prompt", type=int, default=4)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--report", type=Path, default=Path("docs/reports/shapes_detector.md"))
-    parser.add_argument("--plot", type=Path, default=Path("docs/images/shapes_detector_degradation.png"))
+    parser.add_argument(
+        "--plot", type=Path, default=Path("docs/images/shapes_detector_degradation.png")
+    )
     args = parser.parse_args()
     lines = ["# ShapesEval detector: accuracy and robustness", ""]
     lines += [
@@ -59,7 +61,11 @@ def main() -> None:
         scenes = [sample_scene(rng) for _ in range(args.clean_scenes)]
         acc = detector_accuracy(scenes, [render(s, size) for s in scenes])
         objects = sum(len(s.objects) for s in scenes)
-        row = f"| {size} px | {len(scenes)} | {objects} | " + " | ".join(f"{acc[a]:.4f}" for a in ATTRIBUTES) + f" | {acc['centre_error_px']:.3f} |"
+        row = (
+            f"| {size} px | {len(scenes)} | {objects} | "
+            + " | ".join(f"{acc[a]:.4f}" for a in ATTRIBUTES)
+            + f" | {acc['centre_error_px']:.3f} |"
+        )
         print(row)
         lines.append(row)
 
@@ -80,7 +86,11 @@ def main() -> None:
         start = time.perf_counter()
         acc = detector_accuracy(scenes, images, rotations=rotations)
         speed = len(images) / (time.perf_counter() - start)
-        row = f"| {name} | rotations={rotations} | " + " | ".join(f"{acc[a]:.3f}" for a in ATTRIBUTES) + f" | {speed:.0f} |"
+        row = (
+            f"| {name} | rotations={rotations} | "
+            + " | ".join(f"{acc[a]:.3f}" for a in ATTRIBUTES)
+            + f" | {speed:.0f} |"
+        )
         print(row)
         lines.append(row)
 
@@ -89,7 +99,10 @@ def main() -> None:
     clean = [render(s, args.size) for s in scenes]
     curves: dict[str, list[dict]] = {}
     for kind, levels in LEVELS.items():
-        lines += [f"| {UNITS[kind]} | " + " | ".join(ATTRIBUTES) + " |", "|---:|" + "---:|" * len(ATTRIBUTES)]
+        lines += [
+            f"| {UNITS[kind]} | " + " | ".join(ATTRIBUTES) + " |",
+            "|---:|" + "---:|" * len(ATTRIBUTES),
+        ]
         curves[kind] = []
         for level in levels:
             noise_rng = np.random.default_rng(7)
@@ -114,7 +127,10 @@ def main() -> None:
         "",
         "| task | score |",
         "|---|---:|",
-        *[f"| {tag} | {task['score']:.4f} ({task['passed']}/{task['total']}) |" for tag, task in report["tasks"].items()],
+        *[
+            f"| {tag} | {task['score']:.4f} ({task['passed']}/{task['total']}) |"
+            for tag, task in report["tasks"].items()
+        ],
         f"| **overall** | **{report['overall']:.4f}** |",
         "",
         f"![degradation curves](../images/{args.plot.name})",

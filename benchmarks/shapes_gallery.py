@@ -37,7 +37,9 @@ from difflab.data.shapes_views import (
 )
 
 
-def grid(axes_images, titles, path: Path, columns: int, tile: float = 1.6, fontsize: int = 7) -> None:
+def grid(
+    axes_images, titles, path: Path, columns: int, tile: float = 1.6, fontsize: int = 7
+) -> None:
     """Save images (``[H, W]`` or ``[H, W, 3]`` in [0, 1]) in a titled grid."""
     import matplotlib
 
@@ -45,7 +47,9 @@ def grid(axes_images, titles, path: Path, columns: int, tile: float = 1.6, fonts
     import matplotlib.pyplot as plt
 
     rows = -(-len(axes_images) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * tile, rows * (tile + 0.35)), squeeze=False)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(columns * tile, rows * (tile + 0.35)), squeeze=False
+    )
     for axis in axes.flat:
         axis.axis("off")
     for axis, image, title in zip(axes.flat, axes_images, titles, strict=False):
@@ -64,10 +68,26 @@ def main() -> None:
     rng = np.random.default_rng(0)
 
     scenes = [sample_scene(rng) for _ in range(12)]
-    grid([render(s, 32) for s in scenes], [captions(s, rng, 1)[0] for s in scenes], args.out / "shapes_scenes.png", 6)
+    grid(
+        [render(s, 32) for s in scenes],
+        [captions(s, rng, 1)[0] for s in scenes],
+        args.out / "shapes_scenes.png",
+        6,
+    )
 
-    vocabulary = [render(Scene((ShapeObject(shape, colour, "large", (0.5, 0.5)),)), 32) for shape in SHAPES for colour in COLOURS]
-    grid(vocabulary, [f"{c} {s}" for s in SHAPES for c in COLOURS], args.out / "shapes_vocabulary.png", len(COLOURS), tile=0.9, fontsize=5)
+    vocabulary = [
+        render(Scene((ShapeObject(shape, colour, "large", (0.5, 0.5)),)), 32)
+        for shape in SHAPES
+        for colour in COLOURS
+    ]
+    grid(
+        vocabulary,
+        [f"{c} {s}" for s in SHAPES for c in COLOURS],
+        args.out / "shapes_vocabulary.png",
+        len(COLOURS),
+        tile=0.9,
+        fontsize=5,
+    )
 
     scene = sample_scene(rng)
     while len(scene.objects) < 3:
@@ -77,8 +97,20 @@ def main() -> None:
 
     views, titles = [], []
     for scene in [sample_scene(rng) for _ in range(3)]:
-        views += [render(scene, 64), edge_map(scene, 64), segmentation_image(segmentation_map(scene, 64)), scribble_map(scene, 64, rng), layout_image(scene, 64)]
-        titles += ["image", "edges", "segmentation", "scribbles", "; ".join(item["phrase"] for item in box_layout(scene))]
+        views += [
+            render(scene, 64),
+            edge_map(scene, 64),
+            segmentation_image(segmentation_map(scene, 64)),
+            scribble_map(scene, 64, rng),
+            layout_image(scene, 64),
+        ]
+        titles += [
+            "image",
+            "edges",
+            "segmentation",
+            "scribbles",
+            "; ".join(item["phrase"] for item in box_layout(scene)),
+        ]
     grid(views, titles, args.out / "shapes_views.png", 5)
 
     edits, titles = [], []
@@ -89,8 +121,15 @@ def main() -> None:
     grid(edits, titles, args.out / "shapes_edits.png", 6)
 
     subject = subject_scene(rng)
-    styled = [render(subject, 64, style) for style in STYLES] + [render(subject_scene(rng), 64) for _ in range(4)]
-    grid(styled, [*STYLES, "subject", "subject", "subject", "subject"], args.out / "shapes_subject.png", 4)
+    styled = [render(subject, 64, style) for style in STYLES] + [
+        render(subject_scene(rng), 64) for _ in range(4)
+    ]
+    grid(
+        styled,
+        [*STYLES, "subject", "subject", "subject", "subject"],
+        args.out / "shapes_subject.png",
+        4,
+    )
 
     frames, titles = [], []
     for solid, colour in zip(SOLIDS, ("red", "blue", "green", "orange"), strict=True):

@@ -42,7 +42,13 @@ def main() -> None:
     for size in (16, 32, 64, 128):
         n = args.count if size <= 64 else args.count // 4
         render_rate = rate(lambda i, s=size: render(scenes[i], s), n)
-        full_rate = rate(lambda i, s=size: (render(sample_scene(np.random.default_rng(i)), s), captions(scenes[i], np.random.default_rng(i))), n)
+        full_rate = rate(
+            lambda i, s=size: (
+                render(sample_scene(np.random.default_rng(i)), s),
+                captions(scenes[i], np.random.default_rng(i)),
+            ),
+            n,
+        )
         dataset = ShapesDataset(n, size=size)
         item_rate = rate(lambda i, d=dataset: d[i], n)
         rows.append((size, render_rate, full_rate, item_rate))

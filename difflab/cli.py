@@ -187,7 +187,9 @@ def eval_shapes(
     from difflab.eval.shapes import format_report_table, load_suite, score_folder
 
     if images is None and model is None:
-        raise typer.BadParameter("give --images DIR to score, or --model NAME to generate and score.")
+        raise typer.BadParameter(
+            "give --images DIR to score, or --model NAME to generate and score."
+        )
     try:
         if model is not None:
             from difflab.generate import generate_suite_folder
@@ -198,12 +200,19 @@ def eval_shapes(
             if images is None:
                 images = str(Path(out).with_suffix("") if out else Path("shapes-eval")) + "-images"
             if Path(images).exists() and any(Path(images).iterdir()):
-                raise ValueError(f"{images} already holds files; pass an empty or new --images folder.")
+                raise ValueError(
+                    f"{images} already holds files; pass an empty or new --images folder."
+                )
             generate_suite_folder(
                 load_pipeline(model), images, load_suite(prompts), images_per_prompt, steps,
                 sampler, guidance, seed, model_name=model,
             )  # fmt: skip
-        report = score_folder(images, prompts, out, progress=lambda pairs: tqdm(pairs, desc="ShapesEval", unit="image"))
+        report = score_folder(
+            images,
+            prompts,
+            out,
+            progress=lambda pairs: tqdm(pairs, desc="ShapesEval", unit="image"),
+        )
     except (ValueError, FileNotFoundError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None

@@ -109,8 +109,20 @@ def test_eval_shapes_with_a_model_generates_then_scores(tiny_pipeline_folder, tm
     suite = tmp_path / "suite.jsonl"
     suite.write_text("".join(json.dumps(e) + "\n" for e in load_suite()[:2]))
     report = tmp_path / "report.json"
-    args = ["eval", "shapes", "--model", str(tiny_pipeline_folder), "--prompts", str(suite),
-            "--out", str(report), "--images-per-prompt", "2", "--steps", "2"]
+    args = [
+        "eval",
+        "shapes",
+        "--model",
+        str(tiny_pipeline_folder),
+        "--prompts",
+        str(suite),
+        "--out",
+        str(report),
+        "--images-per-prompt",
+        "2",
+        "--steps",
+        "2",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())

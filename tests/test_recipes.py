@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from difflab.cli import app
@@ -162,3 +163,25 @@ sample_steps = 2
         assert len(pipeline(3, steps=2)) == 3
         plain = DDPMPipeline.from_pretrained(tmp_path / "run" / "pipeline")
         assert plain.unet.config.sample_size == 8
+
+
+def test_ship_stores_fp16_and_loads_back_in_fp32(tiny_pipeline, tmp_path):
+    from safetensors.torch import load_file
+
+    from difflab.pipelines.text_to_image import TextToImagePipeline
+    from difflab.zoo import ship
+
+    target = ship(tiny_pipeline, "tiny", "# tiny\n", zoo_dir=tmp_path)
+    weights = load_file(target / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(t.dtype == torch.float16 for t in weights.values())
+    assert (target / "MODEL_CARD.md").read_text() == "# tiny\n" and not (
+        target / "text_encoder"
+    ).exists()
+    loaded = TextToImagePipeline.from_pretrained(target)
+    assert next(loaded.unet.parameters()).dtype == torch.float32
+    assert next(tiny_pipeline.unet.parameters()).dtype == torch.float32  # the original is untouched
+    a = tiny_pipeline.latents("a red circle", steps=3, guidance=2.0, sampler="ddim", seed=1)
+    b = loaded.latents("a red circle", steps=3, guidance=2.0, sampler="ddim", seed=1)
+    assert torch.allclose(a, b, atol=0.05 * a.abs().max())
+    ship(tiny_pipeline, "tiny", "# again\n", zoo_dir=tmp_path)  # replacing keeps one folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]

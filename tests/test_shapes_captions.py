@@ -21,9 +21,17 @@ def test_phrases_and_paraphrases():
     assert phrase_text(Phrase("square", 2, "blue")) == "two blue squares"
     assert phrase_text(Phrase("cross", 3)) == "three crosses"
     assert phrase_text(Phrase("star", 1, "orange")) == "an orange star"
-    assert phrase_text(Phrase("ring", 1, "green", "small", "left")) == "a small green ring on the left"
-    assert phrase_text(Phrase("heart", 2, "pink", "large"), variant=1) == "two large hearts that are pink"
-    assert list_text([Phrase("circle", 1, "red"), Phrase("square", 2), Phrase("star")]) == "a red circle, two squares and a star"
+    assert (
+        phrase_text(Phrase("ring", 1, "green", "small", "left")) == "a small green ring on the left"
+    )
+    assert (
+        phrase_text(Phrase("heart", 2, "pink", "large"), variant=1)
+        == "two large hearts that are pink"
+    )
+    assert (
+        list_text([Phrase("circle", 1, "red"), Phrase("square", 2), Phrase("star")])
+        == "a red circle, two squares and a star"
+    )
     text = relation_text(Phrase("triangle", 1, "green"), "left of", Phrase("star", 1, "yellow"))
     assert text == "a green triangle to the left of a yellow star"
 
@@ -48,8 +56,15 @@ def test_captions_state_exact_counts_and_true_relations():
         "a red circle on the left, a blue circle at the top and a blue square",
     ):
         assert expected in texts, expected
-    for wrong in ("a circle and a square", "three circles", "a red circle to the right of a square", "a circle to the left of a square"):
-        assert wrong not in texts, wrong  # counts are exact; "a circle" would be ambiguous in a relation
+    for wrong in (
+        "a circle and a square",
+        "three circles",
+        "a red circle to the right of a square",
+        "a circle to the left of a square",
+    ):
+        assert wrong not in texts, (
+            wrong
+        )  # counts are exact; "a circle" would be ambiguous in a relation
 
 
 def test_sampled_captions_are_distinct_deterministic_and_from_the_grammar():

@@ -88,7 +88,11 @@ def test_depth_map_orders_overlapping_objects():
     back = ShapeObject("square", "red", "large", (0.45, 0.5), depth=0)
     front = ShapeObject("circle", "blue", "large", (0.55, 0.5), depth=1)
     depth = depth_map(Scene((back, front)), 64)
-    assert depth[32, 36] == pytest.approx(1.0) and depth[32, 22] == pytest.approx(0.5) and depth[2, 2] == 0.0
+    assert (
+        depth[32, 36] == pytest.approx(1.0)
+        and depth[32, 22] == pytest.approx(0.5)
+        and depth[2, 2] == 0.0
+    )
 
 
 def test_scribbles_are_random_strokes_near_the_outlines():

@@ -186,7 +186,9 @@ def test_dataset_items_split_determinism_and_held_out():
     assert batch["image"].shape == (8, 3, 16, 16) and len(batch["caption"]) == 8
     with pytest.raises(ValueError, match="unknown split"):
         ShapesDataset(4, split="test")
-    with_scene = ShapesDataset(40, size=16, config=SceneConfig(held_out=held), seed=1, with_scene=True)[3]
+    with_scene = ShapesDataset(
+        40, size=16, config=SceneConfig(held_out=held), seed=1, with_scene=True
+    )[3]
     assert scene_from_dict(json.loads(with_scene["scene"])) == train.scene_and_caption(3)[0]
 
 

@@ -43,7 +43,9 @@ def read_image_checked(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.n
             with Image.open(path) as image:
                 width, height = image.size
                 if width * height > max_pixels:
-                    raise ValueError(f"decompression bomb: {width}x{height} pixels is over max_pixels={max_pixels}")
+                    raise ValueError(
+                        f"decompression bomb: {width}x{height} pixels is over max_pixels={max_pixels}"
+                    )
                 image.load()  # decodes everything: truncated data raises here
                 return np.asarray(image.convert("RGB"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -74,7 +76,13 @@ class ImageFolderDataset(Dataset):
     ``metadata.jsonl`` (``text`` by default, ``caption`` or ``prompt`` are also looked for).
     """
 
-    def __init__(self, root: str | Path, size: int | None = None, caption_column: str = "text", max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        size: int | None = None,
+        caption_column: str = "text",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"image folder {self.root} does not exist or is not a folder")
@@ -99,7 +107,10 @@ class ImageFolderDataset(Dataset):
             self.captions.append(caption)
             self.file_names.append(relative)
         if not self.images:
-            details = "; ".join(f"{s.path}: {s.reason}" for s in self.skipped[:10]) or "the folder holds no image files"
+            details = (
+                "; ".join(f"{s.path}: {s.reason}" for s in self.skipped[:10])
+                or "the folder holds no image files"
+            )
             raise ValueError(
                 f"no usable images in {self.root} ({details}). Expected image files ({', '.join(IMAGE_SUFFIXES)}), "
                 'optionally listed in metadata.jsonl lines like {"file_name": "cat.png", "text": "a cat"}'
@@ -108,7 +119,9 @@ class ImageFolderDataset(Dataset):
     def _entries(self, caption_column: str) -> list[tuple[str, str]]:
         metadata = self.root / "metadata.jsonl"
         files = sorted(
-            str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            str(p.relative_to(self.root))
+            for p in self.root.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
         if not metadata.is_file():
             return [(f, "") for f in files]
@@ -121,12 +134,18 @@ class ImageFolderDataset(Dataset):
                 name = str(row["file_name"])
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise ValueError(
-                    f"{metadata}, line {number}: expected a JSON object with \"file_name\" and \"{caption_column}\", got {text[:80]!r}"
+                    f'{metadata}, line {number}: expected a JSON object with "file_name" and "{caption_column}", got {text[:80]!r}'
                 ) from None
-            caption = next((row[k] for k in (caption_column, "text", "caption", "prompt") if k in row), "")
+            caption = next(
+                (row[k] for k in (caption_column, "text", "caption", "prompt") if k in row), ""
+            )
             entries.append((name, str(caption)))
         listed = {Path(name).as_posix() for name, _ in entries}
-        self.skipped += [SkippedFile(f, "not listed in metadata.jsonl") for f in files if Path(f).as_posix() not in listed]
+        self.skipped += [
+            SkippedFile(f, "not listed in metadata.jsonl")
+            for f in files
+            if Path(f).as_posix() not in listed
+        ]
         return entries
 
     def report(self) -> str:
@@ -140,4 +159,8 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image = to_tensor(self.images[index].astype(np.float32) / 255.0)
-        return {"image": image, "caption": self.captions[index], "file_name": self.file_names[index]}
+        return {
+            "image": image,
+            "caption": self.captions[index],
+            "file_name": self.file_names[index],
+        }

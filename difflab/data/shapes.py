@@ -139,7 +139,14 @@ class ShapesDataset(Dataset):
         config = config or SceneConfig()
         if split == "validation" and validation_includes_held_out:
             config = replace(config, held_out=frozenset())
-        self.length, self.size, self.split, self.config, self.seed, self.style = length, size, split, config, seed, style
+        self.length, self.size, self.split, self.config, self.seed, self.style = (
+            length,
+            size,
+            split,
+            config,
+            seed,
+            style,
+        )
         self.with_scene = with_scene
         self.text_embeddings: torch.Tensor | None = None
         self._embedding_row: list[int] = []
@@ -147,7 +154,10 @@ class ShapesDataset(Dataset):
             texts = [self.scene_and_caption(i)[1] for i in range(length)]
             unique = sorted(set(texts))
             rows = {t: r for r, t in enumerate(unique)}
-            chunks = [embed_fn(unique[i : i + embed_batch_size]) for i in range(0, len(unique), embed_batch_size)]
+            chunks = [
+                embed_fn(unique[i : i + embed_batch_size])
+                for i in range(0, len(unique), embed_batch_size)
+            ]
             self.text_embeddings = torch.cat([torch.as_tensor(c) for c in chunks]).detach()
             if self.text_embeddings.shape[0] != len(unique):
                 raise ValueError(
@@ -169,7 +179,11 @@ class ShapesDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         scene, caption = self.scene_and_caption(index)
-        item = {"image": to_tensor(render(scene, self.size, self.style)), "caption": caption, "index": index}
+        item = {
+            "image": to_tensor(render(scene, self.size, self.style)),
+            "caption": caption,
+            "index": index,
+        }
         if self.text_embeddings is not None:
             item["text_embedding"] = self.text_embeddings[self._embedding_row[index]]
         if self.with_scene:

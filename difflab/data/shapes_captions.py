@@ -72,7 +72,11 @@ def phrase_text(phrase: Phrase, variant: int = 0) -> str:
     adjectives = [a for a in (phrase.size, phrase.colour) if a]
     if variant == 1 and phrase.colour and not phrase.where:
         verb = "is" if phrase.count == 1 else "are"
-        return " ".join(filter(None, [NUMBER_WORDS[phrase.count], phrase.size, noun, "that", verb, phrase.colour]))
+        return " ".join(
+            filter(
+                None, [NUMBER_WORDS[phrase.count], phrase.size, noun, "that", verb, phrase.colour]
+            )
+        )
     words = [*adjectives, noun]
     if phrase.count == 1:
         determiner = "one" if variant == 1 else _article(words[0])

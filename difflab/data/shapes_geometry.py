@@ -198,7 +198,12 @@ PLURALS: dict[str, str] = {s: ("crosses" if s == "cross" else s + "s") for s in 
 
 
 def placed_sdf(
-    shape: str, xs: np.ndarray, ys: np.ndarray, centre: tuple[float, float], radius: float, rotation: float = 0.0
+    shape: str,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    centre: tuple[float, float],
+    radius: float,
+    rotation: float = 0.0,
 ) -> np.ndarray:
     """Signed distance on the grid ``xs`` (columns) x ``ys`` (rows) to ``shape`` placed at
     ``centre`` with equivalent ``radius`` and ``rotation`` (radians); all in the grid's units."""

@@ -71,7 +71,9 @@ def depth_map(scene: Scene, size: int) -> np.ndarray:
     blended by visible coverage so edges stay anti-aliased."""
     out = np.zeros((size, size), dtype=np.float32)
     n = len(scene.objects)
-    for rank, coverage in enumerate(visible_coverages(scene, size)):  # objects are stored back to front
+    for rank, coverage in enumerate(
+        visible_coverages(scene, size)
+    ):  # objects are stored back to front
         out += coverage * (rank + 1) / n
     return out
 

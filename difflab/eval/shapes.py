@@ -71,7 +71,7 @@ def default_suite_path() -> Path:
 
 def _clause_error(clause: object, where: str, n_include: int | None) -> str | None:
     if not isinstance(clause, dict):
-        return f"{where} must be an object like {{\"shape\": \"circle\", \"count\": 1}}, got {clause!r}"
+        return f'{where} must be an object like {{"shape": "circle", "count": 1}}, got {clause!r}'
     shape = clause.get("shape", clause.get("class"))
     if shape not in SHAPES:
         return f"{where} has shape {shape!r}; valid shapes are: {', '.join(SHAPES)}"
@@ -97,12 +97,18 @@ def validate_suite_entry(entry: object, line: int) -> dict:
     Raises ``ValueError`` naming ``line`` (1-based) and what to fix.
     """
     if not isinstance(entry, dict):
-        raise ValueError(f"line {line}: expected a JSON object with tag, prompt, include, got {type(entry).__name__}")
+        raise ValueError(
+            f"line {line}: expected a JSON object with tag, prompt, include, got {type(entry).__name__}"
+        )
     for key in ("tag", "prompt", "include"):
         if key not in entry:
-            raise ValueError(f"line {line}: missing key {key!r} (each line needs tag, prompt, include and optional exclude)")
+            raise ValueError(
+                f"line {line}: missing key {key!r} (each line needs tag, prompt, include and optional exclude)"
+            )
     if entry["tag"] not in TASKS:
-        raise ValueError(f"line {line}: unknown tag {entry['tag']!r}; valid tags are: {', '.join(TASKS)}")
+        raise ValueError(
+            f"line {line}: unknown tag {entry['tag']!r}; valid tags are: {', '.join(TASKS)}"
+        )
     include, exclude = entry["include"], entry.get("exclude", [])
     if not isinstance(include, list) or not include or not isinstance(exclude, list):
         raise ValueError(f"line {line}: include must be a non-empty list and exclude a list")
@@ -124,7 +130,12 @@ def validate_suite_entry(entry: object, line: int) -> dict:
             out["position"] = [clause["position"][0], clause["position"][1]]
         return out
 
-    return {"tag": entry["tag"], "prompt": str(entry["prompt"]), "include": [normal(c) for c in include], "exclude": [normal(c) for c in exclude]}
+    return {
+        "tag": entry["tag"],
+        "prompt": str(entry["prompt"]),
+        "include": [normal(c) for c in include],
+        "exclude": [normal(c) for c in exclude],
+    }
 
 
 def load_suite(path: str | Path | None = None) -> list[dict]:
@@ -135,7 +146,9 @@ def load_suite(path: str | Path | None = None) -> list[dict]:
     """
     path = Path(path) if path is not None else default_suite_path()
     if not path.is_file():
-        raise FileNotFoundError(f"prompt file {path} does not exist; pass a jsonl suite such as {default_suite_path()}")
+        raise FileNotFoundError(
+            f"prompt file {path} does not exist; pass a jsonl suite such as {default_suite_path()}"
+        )
     entries = []
     for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not text.strip():
@@ -143,7 +156,9 @@ def load_suite(path: str | Path | None = None) -> list[dict]:
         try:
             entry = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg}); each line must be one JSON object") from None
+            raise ValueError(
+                f"{path}, line {number}: not valid JSON ({error.msg}); each line must be one JSON object"
+            ) from None
         try:
             entries.append(validate_suite_entry(entry, number))
         except ValueError as error:
@@ -154,7 +169,10 @@ def load_suite(path: str | Path | None = None) -> list[dict]:
 
 
 def _matches(detection: Detection, clause: dict) -> bool:
-    return detection.shape == clause["shape"] and clause.get("colour", detection.colour) == detection.colour
+    return (
+        detection.shape == clause["shape"]
+        and clause.get("colour", detection.colour) == detection.colour
+    )
 
 
 def evaluate_detections(detections: list[Detection], entry: dict) -> tuple[bool, str]:
@@ -169,16 +187,26 @@ def evaluate_detections(detections: list[Detection], entry: dict) -> tuple[bool,
             relation, target = clause["position"]
             for a, b in itertools.product(found, matched[target]):
                 if relation not in relations_from_boxes(a.box, b.box):
-                    return False, f"include[{k}]: {what} at {a.centre[0]:.2f},{a.centre[1]:.2f} is not {relation} include[{target}]"
+                    return (
+                        False,
+                        f"include[{k}]: {what} at {a.centre[0]:.2f},{a.centre[1]:.2f} is not {relation} include[{target}]",
+                    )
         matched.append(found)
     for k, clause in enumerate(entry.get("exclude", [])):
         n = sum(_matches(d, clause) for d in detections)
         if n >= clause["count"]:
-            return False, f"exclude[{k}]: found {n} {clause.get('colour', '')} {clause['shape']}".replace("  ", " ")
+            return (
+                False,
+                f"exclude[{k}]: found {n} {clause.get('colour', '')} {clause['shape']}".replace(
+                    "  ", " "
+                ),
+            )
     return True, ""
 
 
-def prompts_with_pairs(suite: list[dict], pairs: frozenset[tuple[str, str]] | set[tuple[str, str]]) -> list[dict]:
+def prompts_with_pairs(
+    suite: list[dict], pairs: frozenset[tuple[str, str]] | set[tuple[str, str]]
+) -> list[dict]:
     """The suite entries that ask for at least one of the ``(shape, colour)`` ``pairs``: score a
     model trained with ``SceneConfig(held_out=pairs)`` on them to measure compositional
     generalisation (and on the others for comparison)."""
@@ -194,7 +222,11 @@ def summarise(results: list[dict]) -> dict:
             passed = sum(r["passed"] for r in rows)
             tasks[tag] = {"score": passed / len(rows), "passed": passed, "total": len(rows)}
     overall = float(np.mean([t["score"] for t in tasks.values()])) if tasks else 0.0
-    return {"overall": overall, "tasks": tasks, "missing_tasks": [t for t in TASKS if t not in tasks]}
+    return {
+        "overall": overall,
+        "tasks": tasks,
+        "missing_tasks": [t for t in TASKS if t not in tasks],
+    }
 
 
 def format_report_table(report: dict) -> str:
@@ -202,7 +234,11 @@ def format_report_table(report: dict) -> str:
     lines = [f"{'task':<14} {'score':>7} {'passed':>8}"]
     for tag in TASKS:
         task = report["tasks"].get(tag)
-        lines.append(f"{tag:<14} {task['score']:>7.3f} {task['passed']:>4}/{task['total']:<4}" if task else f"{tag:<14} {'-':>7}")
+        lines.append(
+            f"{tag:<14} {task['score']:>7.3f} {task['passed']:>4}/{task['total']:<4}"
+            if task
+            else f"{tag:<14} {'-':>7}"
+        )
     lines.append(f"{'overall':<14} {report['overall']:>7.3f}")
     return "\n".join(lines)
 
@@ -221,25 +257,75 @@ def build_default_suite(seed: int = 0) -> list[dict]:
     colours = tuple(COLOURS)
     suite: list[dict] = []
     for variant, shape in itertools.product((0, 1), SHAPES):
-        suite.append({"tag": "single_object", "prompt": phrase_text(Phrase(shape), variant), "include": [{"shape": shape, "count": 1}], "exclude": []})
+        suite.append(
+            {
+                "tag": "single_object",
+                "prompt": phrase_text(Phrase(shape), variant),
+                "include": [{"shape": shape, "count": 1}],
+                "exclude": [],
+            }
+        )
     for a, b in itertools.permutations(SHAPES, 2):
-        suite.append({"tag": "two_object", "prompt": list_text([Phrase(a), Phrase(b)]), "include": [{"shape": a, "count": 1}, {"shape": b, "count": 1}], "exclude": []})
+        suite.append(
+            {
+                "tag": "two_object",
+                "prompt": list_text([Phrase(a), Phrase(b)]),
+                "include": [{"shape": a, "count": 1}, {"shape": b, "count": 1}],
+                "exclude": [],
+            }
+        )
     for count, shape in itertools.product((2, 3, 4), SHAPES):
-        suite.append({"tag": "counting", "prompt": phrase_text(Phrase(shape, count)), "include": [{"shape": shape, "count": count}], "exclude": [{"shape": shape, "count": count + 1}]})
+        suite.append(
+            {
+                "tag": "counting",
+                "prompt": phrase_text(Phrase(shape, count)),
+                "include": [{"shape": shape, "count": count}],
+                "exclude": [{"shape": shape, "count": count + 1}],
+            }
+        )
     for shape, colour in itertools.product(SHAPES, colours):
-        suite.append({"tag": "colors", "prompt": phrase_text(Phrase(shape, 1, colour)), "include": [{"shape": shape, "count": 1, "colour": colour}], "exclude": []})
+        suite.append(
+            {
+                "tag": "colors",
+                "prompt": phrase_text(Phrase(shape, 1, colour)),
+                "include": [{"shape": shape, "count": 1, "colour": colour}],
+                "exclude": [],
+            }
+        )
     options = [(a, rel, b) for a, b in itertools.permutations(SHAPES, 2) for rel in RELATIONS]
     for i in sorted(rng.choice(len(options), 100, replace=False)):
         a, rel, b = options[i]
-        suite.append({"tag": "position", "prompt": relation_text(Phrase(a), rel, Phrase(b)), "include": [{"shape": b, "count": 1}, {"shape": a, "count": 1, "position": [rel, 0]}], "exclude": []})
+        suite.append(
+            {
+                "tag": "position",
+                "prompt": relation_text(Phrase(a), rel, Phrase(b)),
+                "include": [
+                    {"shape": b, "count": 1},
+                    {"shape": a, "count": 1, "position": [rel, 0]},
+                ],
+                "exclude": [],
+            }
+        )
     for _ in range(100):
         a, b = (str(s) for s in rng.choice(SHAPES, 2, replace=False))
         ca, cb = (str(c) for c in rng.choice(colours, 2, replace=False))
-        suite.append({"tag": "color_attr", "prompt": list_text([Phrase(a, 1, ca), Phrase(b, 1, cb)]), "include": [{"shape": a, "count": 1, "colour": ca}, {"shape": b, "count": 1, "colour": cb}], "exclude": []})
+        suite.append(
+            {
+                "tag": "color_attr",
+                "prompt": list_text([Phrase(a, 1, ca), Phrase(b, 1, cb)]),
+                "include": [
+                    {"shape": a, "count": 1, "colour": ca},
+                    {"shape": b, "count": 1, "colour": cb},
+                ],
+                "exclude": [],
+            }
+        )
     return suite
 
 
-def scene_for_prompt(entry: dict, rng: np.random.Generator, config: SceneConfig | None = None, tries: int = 500) -> Scene:
+def scene_for_prompt(
+    entry: dict, rng: np.random.Generator, config: SceneConfig | None = None, tries: int = 500
+) -> Scene:
     """A ground-truth scene satisfying a suite entry: the included objects only (unspecified colours
     and sizes drawn from ``config``), placed so that position clauses hold with a clear margin."""
     config = config or SceneConfig()
@@ -248,7 +334,12 @@ def scene_for_prompt(entry: dict, rng: np.random.Generator, config: SceneConfig 
         attributes, owners = [], []
         for k, clause in enumerate(entry["include"]):
             for _ in range(clause["count"]):
-                _, colour, size = sample_attributes(rng, replace(config, shapes=(clause["shape"],), shape_weights=None, held_out=frozenset()))
+                _, colour, size = sample_attributes(
+                    rng,
+                    replace(
+                        config, shapes=(clause["shape"],), shape_weights=None, held_out=frozenset()
+                    ),
+                )
                 attributes.append((clause["shape"], clause.get("colour", colour), size))
                 owners.append(k)
         objects = place_objects(rng, attributes, config)
@@ -272,7 +363,9 @@ def scene_for_prompt(entry: dict, rng: np.random.Generator, config: SceneConfig 
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def collect_images(images_dir: Path, suite: list[dict]) -> list[tuple[Path, int]]:
@@ -301,22 +394,28 @@ def collect_images(images_dir: Path, suite: list[dict]) -> list[tuple[Path, int]
                 index = row["prompt_index"] if "prompt_index" in row else by_text[row["prompt"]]
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise ValueError(
-                    f"{metadata}, line {number}: expected {{\"file_name\": ..., \"prompt_index\": int}} or a \"prompt\" "
+                    f'{metadata}, line {number}: expected {{"file_name": ..., "prompt_index": int}} or a "prompt" '
                     "equal to one suite prompt"
                 ) from None
             if isinstance(index, list):
                 if len(index) != 1:
-                    raise ValueError(f"{metadata}, line {number}: prompt text appears {len(index)} times in the suite; use prompt_index")
+                    raise ValueError(
+                        f"{metadata}, line {number}: prompt text appears {len(index)} times in the suite; use prompt_index"
+                    )
                 index = index[0]
             if not isinstance(index, int) or not 0 <= index < len(suite):
-                raise ValueError(f"{metadata}, line {number}: prompt_index {index!r} outside 0..{len(suite) - 1}")
+                raise ValueError(
+                    f"{metadata}, line {number}: prompt_index {index!r} outside 0..{len(suite) - 1}"
+                )
             if not path.is_file():
                 raise FileNotFoundError(f"{metadata}, line {number}: image {path} does not exist")
             pairs[path.resolve()] = index
     for sub in sorted(p for p in images_dir.iterdir() if p.is_dir() and p.name.isdigit()):
         index = int(sub.name)
         if index >= len(suite):
-            raise ValueError(f"sub-folder {sub} names prompt {index}, but the suite has {len(suite)} prompts (0..{len(suite) - 1})")
+            raise ValueError(
+                f"sub-folder {sub} names prompt {index}, but the suite has {len(suite)} prompts (0..{len(suite) - 1})"
+            )
         for path in _images_in(sub):
             pairs.setdefault(path.resolve(), index)
     if not pairs:
@@ -359,7 +458,9 @@ def score_folder(
         passed, reason = evaluate_detections(detections, suite[index])
         results.append(
             {
-                "file": str(path.relative_to(images_dir.resolve())) if path.is_relative_to(images_dir.resolve()) else str(path),
+                "file": str(path.relative_to(images_dir.resolve()))
+                if path.is_relative_to(images_dir.resolve())
+                else str(path),
                 "prompt_index": index,
                 "tag": suite[index]["tag"],
                 "prompt": suite[index]["prompt"],
@@ -385,7 +486,11 @@ def score_folder(
 
 
 def render_suite_folder(
-    out_dir: str | Path, prompts: str | Path | None = None, images_per_prompt: int = 1, size: int = 32, seed: int = 0
+    out_dir: str | Path,
+    prompts: str | Path | None = None,
+    images_per_prompt: int = 1,
+    size: int = 32,
+    seed: int = 0,
 ) -> int:
     """Write ground-truth renders of a suite in the sub-folder layout (``out_dir/00012/0.png``);
     returns the number of images. Scoring the folder measures the detector on the suite."""
@@ -401,8 +506,12 @@ def render_suite_folder(
         folder.mkdir(parents=True, exist_ok=True)
         for k in range(images_per_prompt):
             scene = scene_for_prompt(entry, np.random.default_rng([seed, index, k]))
-            parameters = {"prompt": entry["prompt"], "prompt_index": index, "seed": [seed, index, k], "scene": scene.to_dict()}
+            parameters = {
+                "prompt": entry["prompt"],
+                "prompt_index": index,
+                "seed": [seed, index, k],
+                "scene": scene.to_dict(),
+            }
             save_png(render(scene, size), folder / f"{k}.png", parameters)
             written += 1
     return written
-

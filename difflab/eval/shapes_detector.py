@@ -37,7 +37,9 @@ PALETTE_RGB = np.array([COLOURS[c] for c in PALETTE_NAMES])
 PALETTE_LAB = srgb_to_lab(PALETTE_RGB)
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 # RGB -> (luma, 0.5 x chroma) metric for coverage estimation (BT.601 YCbCr, chroma down-weighted).
-COVERAGE_METRIC = np.array([[0.299, 0.587, 0.114], [-0.169, -0.331, 0.5], [0.5, -0.419, -0.081]]).T * np.array([1.0, 0.5, 0.5])
+COVERAGE_METRIC = np.array(
+    [[0.299, 0.587, 0.114], [-0.169, -0.331, 0.5], [0.5, -0.419, -0.081]]
+).T * np.array([1.0, 0.5, 0.5])
 # Blur widths (pixels) the templates are also compared at, so blurred images still match.
 BLUR_SIGMAS_PX = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 
@@ -67,36 +69,62 @@ def as_float_image(image: np.ndarray | torch.Tensor) -> np.ndarray:
     return ``[H, W, 3]`` float64 in [0, 1]."""
     if isinstance(image, torch.Tensor):
         if image.ndim != 3 or image.shape[0] != 3:
-            raise ValueError(f"expected a tensor [3, H, W] in [-1, 1], got shape {tuple(image.shape)}")
+            raise ValueError(
+                f"expected a tensor [3, H, W] in [-1, 1], got shape {tuple(image.shape)}"
+            )
         array = image.detach().cpu().double().clamp(-1, 1).permute(1, 2, 0).numpy() * 0.5 + 0.5
     else:
         array = np.asarray(image)
         if array.ndim != 3 or array.shape[2] != 3:
             raise ValueError(f"expected an RGB image [H, W, 3], got shape {array.shape}")
-        array = array.astype(np.float64) / 255.0 if array.dtype == np.uint8 else array.astype(np.float64)
+        array = (
+            array.astype(np.float64) / 255.0
+            if array.dtype == np.uint8
+            else array.astype(np.float64)
+        )
     if array.shape[0] != array.shape[1]:
-        raise ValueError(f"ShapesEval images must be square, got {array.shape[1]}x{array.shape[0]}; crop or pad them")
+        raise ValueError(
+            f"ShapesEval images must be square, got {array.shape[1]}x{array.shape[0]}; crop or pad them"
+        )
     return np.clip(array, 0.0, 1.0)
 
 
-def _template(shape: str, cx: float, cy: float, radius_px: float, rows: np.ndarray, cols: np.ndarray, rotation: float) -> np.ndarray:
+def _template(
+    shape: str,
+    cx: float,
+    cy: float,
+    radius_px: float,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    rotation: float,
+) -> np.ndarray:
     """Anti-aliased coverage of a shape on pixel rows/cols (pixel units), as the renderer draws it."""
-    return np.clip(0.5 - placed_sdf(shape, cols + 0.5, rows + 0.5, (cx, cy), radius_px, rotation), 0.0, 1.0)
+    return np.clip(
+        0.5 - placed_sdf(shape, cols + 0.5, rows + 0.5, (cx, cy), radius_px, rotation), 0.0, 1.0
+    )
 
 
 def _classify_shape(
-    coverage: np.ndarray, region: np.ndarray, rows: np.ndarray, cols: np.ndarray, rotations: int, shapes: tuple[str, ...]
+    coverage: np.ndarray,
+    region: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    rotations: int,
+    shapes: tuple[str, ...],
 ) -> tuple[str, float, float, float, float]:
     """Best template over shapes, rotations and blur widths; returns (shape, error, cx, cy, r_px)."""
     area = float(coverage.sum())
     cy = float((coverage.sum(axis=1) * (rows + 0.5)).sum() / area)
     cx = float((coverage.sum(axis=0) * (cols + 0.5)).sum() / area)
     radius_px = float(np.sqrt(area / np.pi))
+
     def template_error(shape: str, rotation: float) -> float:
         sharp = _template(shape, cx, cy, radius_px, rows, cols, rotation)
         errors = []
         for sigma in BLUR_SIGMAS_PX:
-            template = ndimage.gaussian_filter(sharp, sigma, mode="constant") * region if sigma else sharp
+            template = (
+                ndimage.gaussian_filter(sharp, sigma, mode="constant") * region if sigma else sharp
+            )
             errors.append(float(np.abs(coverage - template).sum() / area))
         return min(errors)
 
@@ -105,7 +133,10 @@ def _classify_shape(
     for shape in shapes:
         error, angle = min((template_error(shape, k * step), k * step) for k in range(rotations))
         if rotations > 1:  # refine around the best coarse angle
-            error = min([error] + [template_error(shape, angle + f * step) for f in (-1 / 3, -1 / 6, 1 / 6, 1 / 3)])
+            error = min(
+                [error]
+                + [template_error(shape, angle + f * step) for f in (-1 / 3, -1 / 6, 1 / 6, 1 / 3)]
+            )
         if error < best_error:
             best, best_error = shape, error
     return best, best_error, cx, cy, radius_px
@@ -132,12 +163,23 @@ def _border_pixels(image: np.ndarray, band: int) -> np.ndarray:
 
 def noise_level(image: np.ndarray) -> float:
     """Robust estimate of additive pixel noise (std, [0, 1] units) from the outer border rows."""
-    diffs = np.concatenate([np.diff(image[0], axis=0), np.diff(image[-1], axis=0), np.diff(image[:, 0], axis=0), np.diff(image[:, -1], axis=0)])
+    diffs = np.concatenate(
+        [
+            np.diff(image[0], axis=0),
+            np.diff(image[-1], axis=0),
+            np.diff(image[:, 0], axis=0),
+            np.diff(image[:, -1], axis=0),
+        ]
+    )
     return float(np.median(np.abs(diffs)) / 0.6745 / np.sqrt(2))
 
 
 def _colour_components(
-    foreground: np.ndarray, rgb: np.ndarray, delta: np.ndarray, background: np.ndarray, min_pixels: float
+    foreground: np.ndarray,
+    rgb: np.ndarray,
+    delta: np.ndarray,
+    background: np.ndarray,
+    min_pixels: float,
 ) -> list[tuple[np.ndarray, int]]:
     """Foreground components with their palette colour, touching different colours split apart."""
     labels, count = ndimage.label(foreground, structure=_EIGHT_CONNECTED)
@@ -154,12 +196,18 @@ def _colour_components(
         strong = [int(c) for c in np.flatnonzero(votes >= max(0.25 * min_pixels, 0.2 * core.sum()))]
         pieces: list[tuple[np.ndarray, int]] = []
         if len(strong) > 1:  # touching objects of different colours: nearest strong colour wins
-            owner = np.asarray(strong)[_segment_residuals(rgb[mask], background)[:, strong].argmin(axis=1)]
+            owner = np.asarray(strong)[
+                _segment_residuals(rgb[mask], background)[:, strong].argmin(axis=1)
+            ]
             for colour_index in strong:
                 part = np.zeros_like(mask)
                 part[mask] = owner == colour_index
                 sub_labels, sub_count = ndimage.label(part, structure=_EIGHT_CONNECTED)
-                pieces += [(sub_labels == k, colour_index) for k in range(1, sub_count + 1) if (sub_labels == k).sum() >= min_pixels]
+                pieces += [
+                    (sub_labels == k, colour_index)
+                    for k in range(1, sub_count + 1)
+                    if (sub_labels == k).sum() >= min_pixels
+                ]
         # Noise scatters the votes: keep the split only if its pieces are solid blobs.
         if len(pieces) > 1 and sum(int(p.sum()) for p, _ in pieces) >= 0.7 * mask.sum():
             found += pieces
@@ -211,7 +259,11 @@ def detect(
     # thin parts that denoising dimmed stay attached. Clean images use a single threshold, which
     # keeps blurred neighbours apart.
     high = max(FOREGROUND_DELTA_E, np.median(border_delta) + 6 * spread)
-    low = max(0.5 * FOREGROUND_DELTA_E, np.median(border_delta) + 3.5 * spread) if noise > 0.01 else high
+    low = (
+        max(0.5 * FOREGROUND_DELTA_E, np.median(border_delta) + 3.5 * spread)
+        if noise > 0.01
+        else high
+    )
     weak_labels, _ = ndimage.label(delta > low, structure=_EIGHT_CONNECTED)
     foreground = np.isin(weak_labels, np.unique(weak_labels[delta > high])) & (weak_labels > 0)
     if min_area_fraction is None:
@@ -242,12 +294,19 @@ def detect(
         coverage = np.clip(coverage, -1.0, 2.0) * crop_region  # unclipped noise averages out
         if coverage.sum() < 0.5 * min_pixels:
             continue
-        shape, error, cx, cy, radius_px = _classify_shape(coverage, crop_region, rows, cols, rotations, shapes)
+        shape, error, cx, cy, radius_px = _classify_shape(
+            coverage, crop_region, rows, cols, rotations, shapes
+        )
         radius = radius_px / size
         size_name = min(SIZES, key=lambda s: abs(np.log(radius / SIZES[s])))
         solid = coverage >= 0.5
         sy, sx = np.nonzero(solid) if solid.any() else np.nonzero(coverage > 0)
-        box = ((c0 + sx.min()) / size, (r0 + sy.min()) / size, (c0 + sx.max() + 1) / size, (r0 + sy.max() + 1) / size)
+        box = (
+            (c0 + sx.min()) / size,
+            (r0 + sy.min()) / size,
+            (c0 + sx.max() + 1) / size,
+            (r0 + sy.max() + 1) / size,
+        )
         core = mask & (delta >= 0.6 * np.percentile(delta[mask], 90))
         detections.append(
             Detection(
@@ -258,7 +317,11 @@ def detect(
                 box=tuple(float(v) for v in box),  # type: ignore[arg-type]
                 area=float(coverage.sum()) / (size * size),
                 shape_error=error,
-                colour_distance=float(np.linalg.norm(srgb_to_lab(np.median(rgb[core], axis=0)) - PALETTE_LAB[colour_index])),
+                colour_distance=float(
+                    np.linalg.norm(
+                        srgb_to_lab(np.median(rgb[core], axis=0)) - PALETTE_LAB[colour_index]
+                    )
+                ),
             )
         )
     return sorted(detections, key=lambda d: -d.area)
@@ -272,14 +335,21 @@ def match_detections(scene: Scene, detections: list[Detection]) -> list[Detectio
     matched: list[Detection | None] = [None] * len(scene.objects)
     if not detections or not scene.objects:
         return matched
-    cost = np.array([[np.hypot(o.centre[0] - d.centre[0], o.centre[1] - d.centre[1]) for d in detections] for o in scene.objects])
+    cost = np.array(
+        [
+            [np.hypot(o.centre[0] - d.centre[0], o.centre[1] - d.centre[1]) for d in detections]
+            for o in scene.objects
+        ]
+    )
     for i, j in zip(*linear_sum_assignment(cost), strict=True):
         if cost[i, j] <= 1.5 * scene.objects[i].radius:
             matched[i] = detections[j]
     return matched
 
 
-def detector_accuracy(scenes: list[Scene], images: list[np.ndarray], rotations: int = 1) -> dict[str, float]:
+def detector_accuracy(
+    scenes: list[Scene], images: list[np.ndarray], rotations: int = 1
+) -> dict[str, float]:
     """Per-attribute accuracy of :func:`detect` against ground truth.
 
     ``shape``, ``colour``, ``size``: fraction of ground-truth objects whose matched detection has
@@ -300,7 +370,9 @@ def detector_accuracy(scenes: list[Scene], images: list[np.ndarray], rotations: 
             totals["shape"] += det.shape == obj.shape
             totals["colour"] += det.colour == obj.colour
             totals["size"] += det.size == obj.size
-            centre_error += np.hypot(det.centre[0] - obj.centre[0], det.centre[1] - obj.centre[1]) * size
+            centre_error += (
+                np.hypot(det.centre[0] - obj.centre[0], det.centre[1] - obj.centre[1]) * size
+            )
     result = {k: v / max(objects, 1) for k, v in totals.items() if k != "count"}
     result["count"] = totals["count"] / max(len(scenes), 1)
     result["centre_error_px"] = centre_error / max(totals["matched"], 1)
@@ -310,7 +382,9 @@ def detector_accuracy(scenes: list[Scene], images: list[np.ndarray], rotations: 
 DEGRADATIONS = ("blur", "noise", "jpeg")
 
 
-def degrade(image: np.ndarray, kind: str, level: float, rng: np.random.Generator | None = None) -> np.ndarray:
+def degrade(
+    image: np.ndarray, kind: str, level: float, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Corrupt ``[H, W, 3]`` in [0, 1] for robustness curves: ``blur`` (Gaussian, ``level`` = sigma
     in pixels), ``noise`` (additive Gaussian, ``level`` = std, needs ``rng``) or ``jpeg``
     (``level`` = quality 1-100, 4:2:0 chroma subsampling as PIL does by default)."""
@@ -326,6 +400,8 @@ def degrade(image: np.ndarray, kind: str, level: float, rng: np.random.Generator
         from PIL import Image
 
         buffer = io.BytesIO()
-        Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)).save(buffer, "JPEG", quality=int(level))
+        Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)).save(
+            buffer, "JPEG", quality=int(level)
+        )
         return np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float64) / 255.0
     raise ValueError(f"unknown degradation {kind!r}; valid kinds are: {', '.join(DEGRADATIONS)}")

@@ -134,7 +134,7 @@ class PixelPipeline:
         index = json.loads((folder / "model_index.json").read_text())
         config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         return cls(
-            unet=UNet2DModel.from_pretrained(folder / "unet").eval(),
+            unet=UNet2DModel.from_pretrained(folder / "unet", torch_dtype=torch.float32).eval(),
             schedule=schedule_from_diffusers_config(config),
             class_names=list(index.get("class_names", [])),
             name=folder.name,

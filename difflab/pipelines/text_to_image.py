@@ -87,8 +87,10 @@ class TextToImagePipeline:
             encoder if (encoder / "config.json").is_file() else None, folder / "tokenizer"
         )
         return cls(
-            unet=UNet2DConditionModel.from_pretrained(folder / "unet").eval(),
-            vae=AutoencoderKL.from_pretrained(folder / "vae").eval(),
+            unet=UNet2DConditionModel.from_pretrained(
+                folder / "unet", torch_dtype=torch.float32
+            ).eval(),
+            vae=AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32).eval(),
             prompt_encoder=PromptEncoder(tokenizer, text_encoder),
             schedule=schedule_from_diffusers_config(config),
             name=folder.name,

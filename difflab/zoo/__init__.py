@@ -52,3 +52,37 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_MODEL):
     if kind in (CLASS_CONDITIONAL, "DDPMPipeline"):
         return PixelPipeline.from_pretrained(folder)
     return TextToImagePipeline.from_pretrained(folder)
+
+
+def ship(pipeline, name: str, model_card: str, zoo_dir: Path = ZOO_DIR) -> Path:
+    """Store ``pipeline`` in the zoo as ``name``: weights in fp16 safetensors (loaded back in
+    fp32), no text encoder, plus ``MODEL_CARD.md``. Written into a temporary folder and renamed,
+    so an existing model is only replaced by a complete new one."""
+    import copy
+    import os
+    import shutil
+    import tempfile
+
+    target = zoo_dir / name
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=zoo_dir))
+    try:
+        half = copy.deepcopy(pipeline)
+        for part in ("unet", "vae"):
+            if getattr(half, part, None) is not None:
+                getattr(half, part).half()
+        if hasattr(half, "prompt_encoder"):
+            half.save_pretrained(staging, include_text_encoder=False)
+        else:
+            half.save_pretrained(staging)
+        (staging / "MODEL_CARD.md").write_text(model_card)
+        if target.exists():
+            old = target.with_name(f".{name}-old")
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return target

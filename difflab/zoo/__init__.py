@@ -65,6 +65,7 @@ def ship(pipeline, name: str, model_card: str, zoo_dir: Path = ZOO_DIR) -> Path:
 
     target = zoo_dir / name
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=zoo_dir))
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; a package folder must be readable
     try:
         half = copy.deepcopy(pipeline)
         for part in ("unet", "vae"):

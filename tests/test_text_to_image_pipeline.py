@@ -119,3 +119,16 @@ def test_folder_without_text_encoder_loads_from_the_package(pipeline, tmp_path):
         tmp_path, text_encoder=pipeline.prompt_encoder.text_encoder
     )
     assert plain.unet.config.sample_size == pipeline.unet.config.sample_size
+
+
+def test_pickled_weights_are_refused_not_unpickled(pipeline, tmp_path):
+    import pickle
+    import shutil
+
+    pipeline.save_pretrained(tmp_path, include_text_encoder=False)
+    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    (tmp_path / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"not a pickle, never read")
+    with pytest.raises(Exception, match="safetensors") as caught:
+        TextToImagePipeline.from_pretrained(tmp_path)
+    assert not isinstance(caught.value, pickle.UnpicklingError)
+    shutil.rmtree(tmp_path)

@@ -56,7 +56,7 @@ def load_text_encoder(
     hf_logging.set_verbosity_error()  # the loading progress bar and notes are noise here
     try:
         tokenizer = BertTokenizer.from_pretrained(tokenizer_path or path)
-        model = BertModel.from_pretrained(path, add_pooling_layer=False)
+        model = BertModel.from_pretrained(path, add_pooling_layer=False, use_safetensors=True)
     finally:
         hf_logging.set_verbosity(verbosity)
     if tokenizer_path is None and packaged:

@@ -134,7 +134,9 @@ class PixelPipeline:
         index = json.loads((folder / "model_index.json").read_text())
         config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         return cls(
-            unet=UNet2DModel.from_pretrained(folder / "unet", torch_dtype=torch.float32).eval(),
+            unet=UNet2DModel.from_pretrained(
+                folder / "unet", torch_dtype=torch.float32, use_safetensors=True
+            ).eval(),
             schedule=schedule_from_diffusers_config(config),
             class_names=list(index.get("class_names", [])),
             name=folder.name,

@@ -88,9 +88,11 @@ class TextToImagePipeline:
         )
         return cls(
             unet=UNet2DConditionModel.from_pretrained(
-                folder / "unet", torch_dtype=torch.float32
+                folder / "unet", torch_dtype=torch.float32, use_safetensors=True
             ).eval(),
-            vae=AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32).eval(),
+            vae=AutoencoderKL.from_pretrained(
+                folder / "vae", torch_dtype=torch.float32, use_safetensors=True
+            ).eval(),
             prompt_encoder=PromptEncoder(tokenizer, text_encoder),
             schedule=schedule_from_diffusers_config(config),
             name=folder.name,

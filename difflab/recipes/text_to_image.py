@@ -123,7 +123,7 @@ def run(
             f"no trained VAE at {vae_path}; train one first (`difflab train shapes-vae --out "
             f'{vae_path.parent}`) or set `vae = "..."` in the recipe\'s [recipe] section.'
         )
-    vae = AutoencoderKL.from_pretrained(vae_path).eval().requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(vae_path, use_safetensors=True).eval().requires_grad_(False)
     prompt_encoder = PromptEncoder.from_pretrained()
     schedule = make_schedule(
         options.schedule,

@@ -40,8 +40,10 @@ def main() -> None:
     args = parser.parse_args()
     vae = AutoencoderKL.from_pretrained(args.vae, torch_dtype=torch.float32).eval()
     validation = ShapesDataset(length=args.psnr_images, size=32, split="validation")
-    print(f"PSNR on {args.psnr_images} validation renders: "
-          f"{reconstruction_psnr(vae, validation, args.psnr_images):.2f} dB")
+    print(
+        f"PSNR on {args.psnr_images} validation renders: "
+        f"{reconstruction_psnr(vae, validation, args.psnr_images):.2f} dB"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         original, reconstructed = Path(tmp) / "original", Path(tmp) / "reconstructed"
         render_suite_folder(original, images_per_prompt=args.images_per_prompt)

@@ -65,7 +65,14 @@ def test_vae_recipe_smoke(tiny_vae_run):
     assert json.loads((out / "results.json").read_text())["kind"] == "vae"
 
 
-def test_text_to_image_recipe_smoke(tiny_vae_run, tmp_path):
+DENOISER_OPTIONS = {
+    "unet": "block_out_channels = [16, 32]\nattention_head_dim = 4\nnorm_num_groups = 8",
+    "dit": 'denoiser = "dit"\ndit_layers = 1\ndit_heads = 2\ndit_head_dim = 8',
+}
+
+
+@pytest.mark.parametrize("denoiser", ["unet", "dit"])
+def test_text_to_image_recipe_smoke(denoiser, tiny_vae_run, tmp_path):
     from difflab.pipelines.text_to_image import TextToImagePipeline
 
     vae_dir, _ = tiny_vae_run
@@ -78,9 +85,7 @@ kind = "text_to_image"
 vae = "{vae_dir / "vae"}"
 image_size = 16
 dataset_length = 16
-block_out_channels = [16, 32]
-attention_head_dim = 4
-norm_num_groups = 8
+{DENOISER_OPTIONS[denoiser]}
 sample_steps = 2
 """
         + TINY_TRAIN,
@@ -185,3 +190,15 @@ def test_ship_stores_fp16_and_loads_back_in_fp32(tiny_pipeline, tmp_path):
     assert torch.allclose(a, b, atol=0.05 * a.abs().max())
     ship(tiny_pipeline, "tiny", "# again\n", zoo_dir=tmp_path)  # replacing keeps one folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+
+
+def test_unknown_denoiser_is_refused(tiny_vae_run, tmp_path):
+    vae_dir, _ = tiny_vae_run
+    recipe = write(
+        tmp_path,
+        "t2i.toml",
+        f'kind = "text_to_image"\n[recipe]\nvae = "{vae_dir / "vae"}"\ndenoiser = "mlp"\n'
+        + TINY_TRAIN,
+    )
+    with pytest.raises(ValueError, match='unknown denoiser .mlp.*"unet" or "dit"'):
+        run_recipe(recipe, tmp_path / "run")

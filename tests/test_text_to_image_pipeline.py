@@ -132,3 +132,32 @@ def test_pickled_weights_are_refused_not_unpickled(pipeline, tmp_path):
         TextToImagePipeline.from_pretrained(tmp_path)
     assert not isinstance(caught.value, pickle.UnpicklingError)
     shutil.rmtree(tmp_path)
+
+
+def test_dit_denoiser_saves_loads_bit_identically_and_in_plain_diffusers(pipeline, tmp_path):
+    from diffusers import DiffusionPipeline, PixArtTransformer2DModel
+
+    from difflab.models.networks import text_conditional_dit
+
+    torch.manual_seed(0)
+    dit = text_conditional_dit(num_layers=2, num_attention_heads=2, attention_head_dim=16)
+    ours = TextToImagePipeline(dit.eval(), pipeline.vae, pipeline.prompt_encoder, pipeline.schedule)
+    ours.save_pretrained(tmp_path, include_text_encoder=False)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["unet"] == ["diffusers", "PixArtTransformer2DModel"]
+    loaded = TextToImagePipeline.from_pretrained(tmp_path)
+    assert isinstance(loaded.unet, PixArtTransformer2DModel)
+    a = ours.latents(["a red ring"], 2, steps=4, guidance=3.0, sampler="dpmpp_2m", seed=1)
+    b = loaded.latents(["a red ring"], 2, steps=4, guidance=3.0, sampler="dpmpp_2m", seed=1)
+    assert a.shape == (2, 4, 8, 8) and torch.equal(a, b)
+    plain = DiffusionPipeline.from_pretrained(
+        tmp_path, text_encoder=pipeline.prompt_encoder.text_encoder
+    )
+    assert isinstance(plain.unet, PixArtTransformer2DModel)
+
+
+def test_dit_patch_size_must_divide_the_latent():
+    from difflab.models.networks import text_conditional_dit
+
+    with pytest.raises(ValueError, match="not divisible by the DiT patch size 3"):
+        text_conditional_dit(sample_size=8, patch_size=3)

@@ -11,7 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DiTTransformer2DModel,
+    PixArtTransformer2DModel,
+    UNet2DConditionModel,
+    UNet2DModel,
+)
+
+# diffusers' transformers take (hidden_states, encoder_hidden_states, timestep) where its U-Nets
+# take (sample, timestep, encoder_hidden_states): :func:`call_denoiser` hides the difference.
+TIMESTEP_KEYWORD_MODELS = (PixArtTransformer2DModel, DiTTransformer2DModel)
 
 
 def _check_divisible(size: int, levels: int, what: str) -> None:
@@ -51,6 +62,62 @@ def text_conditional_unet(
         attention_head_dim=attention_head_dim,
         norm_num_groups=norm_num_groups,
     )
+
+
+def text_conditional_dit(
+    sample_size: int = 8,
+    in_channels: int = 4,
+    num_layers: int = 6,
+    num_attention_heads: int = 4,
+    attention_head_dim: int = 32,
+    patch_size: int = 1,
+    caption_channels: int = 384,
+) -> PixArtTransformer2DModel:
+    """A diffusion transformer (DiT, Peebles & Xie 2023): the latent is cut into
+    ``patch_size``-square patches, each a token; every block is self-attention, cross-attention to
+    the text tokens and an MLP, with the timestep entering through adaptive layer norm shared
+    across blocks ("adaLN-single", PixArt-alpha, Chen et al. 2023, Sec. 2.3). The text states
+    (``caption_channels`` wide) are projected to the transformer width first."""
+    if sample_size % patch_size:
+        raise ValueError(
+            f"latent size {sample_size} is not divisible by the DiT patch size {patch_size}; "
+            "use a patch size that divides it (1 or 2 for 8x8 latents)."
+        )
+    width = num_attention_heads * attention_head_dim
+    return PixArtTransformer2DModel(
+        num_attention_heads=num_attention_heads,
+        attention_head_dim=attention_head_dim,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        num_layers=num_layers,
+        cross_attention_dim=width,
+        sample_size=sample_size,
+        patch_size=patch_size,
+        caption_channels=caption_channels,
+        use_additional_conditions=False,
+    )
+
+
+def model_output(output) -> torch.Tensor:
+    """The tensor of a model call: itself, or ``.sample`` of a diffusers output object."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "sample"):
+        return output.sample
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"cannot read a tensor out of a model output of type {type(output).__name__}.")
+
+
+def call_denoiser(model, x: torch.Tensor, t: torch.Tensor, **conditions) -> torch.Tensor:
+    """``model(x_t, t, **conditions)`` as a tensor, for diffusers U-Nets and transformers alike
+    (the latter take the timestep by keyword) and for plain callables."""
+    inner = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    if isinstance(inner, TIMESTEP_KEYWORD_MODELS):
+        output = model(x, timestep=t, **conditions)
+    else:
+        output = model(x, t, **conditions)
+    return model_output(output)
 
 
 def pixel_unet(

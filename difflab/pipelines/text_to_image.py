@@ -20,8 +20,11 @@ from PIL import Image
 
 from difflab import samplers
 from difflab.guidance import classifier_free_guidance
+from difflab.models.networks import call_denoiser
 from difflab.models.text_encoder import PromptEncoder, load_text_encoder
 from difflab.schedules import NoiseSchedule
+
+DENOISER_CLASSES = ("UNet2DConditionModel", "PixArtTransformer2DModel")
 
 
 def schedule_from_diffusers_config(config: dict) -> NoiseSchedule:
@@ -58,7 +61,11 @@ def images_to_pil(images: torch.Tensor) -> list[Image.Image]:
 
 @dataclass
 class TextToImagePipeline:
-    """Latent text-to-image diffusion: ``pipeline(prompts, steps=..., guidance=...)`` -> PIL images."""
+    """Latent text-to-image diffusion: ``pipeline(prompts, steps=..., guidance=...)`` -> PIL images.
+
+    ``unet`` is the latent denoiser, stored in the folder's ``unet`` slot: a UNet2DConditionModel
+    or a DiT (PixArtTransformer2DModel); model_index.json records which class it is.
+    """
 
     unet: torch.nn.Module
     vae: torch.nn.Module
@@ -72,7 +79,8 @@ class TextToImagePipeline:
     def from_pretrained(cls, folder: str | Path) -> TextToImagePipeline:
         """Load a pipeline folder written by :meth:`save_pretrained` (or a compatible
         StableDiffusionPipeline folder whose text encoder is a BERT)."""
-        from diffusers import AutoencoderKL, UNet2DConditionModel
+        import diffusers
+        from diffusers import AutoencoderKL
 
         folder = Path(folder)
         if not (folder / "model_index.json").is_file():
@@ -86,10 +94,16 @@ class TextToImagePipeline:
         tokenizer, text_encoder = load_text_encoder(
             encoder if (encoder / "config.json").is_file() else None, folder / "tokenizer"
         )
+        denoiser_class = json.loads((folder / "model_index.json").read_text())["unet"][1]
+        if denoiser_class not in DENOISER_CLASSES:
+            raise ValueError(
+                f"{folder}: unsupported denoiser class {denoiser_class!r} in model_index.json; "
+                f"difflab text-to-image folders hold one of {', '.join(DENOISER_CLASSES)}."
+            )
         return cls(
-            unet=UNet2DConditionModel.from_pretrained(
-                folder / "unet", torch_dtype=torch.float32, use_safetensors=True
-            ).eval(),
+            unet=getattr(diffusers, denoiser_class)
+            .from_pretrained(folder / "unet", torch_dtype=torch.float32, use_safetensors=True)
+            .eval(),
             vae=AutoencoderKL.from_pretrained(
                 folder / "vae", torch_dtype=torch.float32, use_safetensors=True
             ).eval(),
@@ -113,7 +127,11 @@ class TextToImagePipeline:
         """A diffusers StableDiffusionPipeline with these components and a DDIM scheduler on
         the same noise schedule (leading spacing with ``steps_offset = 1``, which that pipeline
         imposes; pass ``spacing=timesteps(schedule, n, "leading", offset=1)`` to difflab's
-        ``ddim`` to visit exactly the same timesteps)."""
+        ``ddim`` to visit exactly the same timesteps).
+
+        With a DiT denoiser the folder this writes still loads in diffusers (model_index.json
+        names its class), but StableDiffusionPipeline's loop calls the U-Net signature: sample
+        such a model with difflab."""
         from diffusers import DDIMScheduler, StableDiffusionPipeline
 
         scheduler = DDIMScheduler(
@@ -165,7 +183,7 @@ class TextToImagePipeline:
         """The conditional model ``model(x_t, t, context)`` the samplers and guidance wrap."""
 
         def model(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-            return self.unet(x, t, encoder_hidden_states=context).sample
+            return call_denoiser(self.unet, x, t, encoder_hidden_states=context)
 
         return model
 

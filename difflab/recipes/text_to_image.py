@@ -3,7 +3,8 @@
 Rombach et al. 2022: a frozen autoencoder (the ``vae`` recipe) maps 32x32 renders to 8x8x4
 latents scaled to unit variance; a U-Net with cross-attention to the frozen text encoder's
 per-token states (Saharia et al. 2022 use a frozen language model the same way) learns to
-denoise them with the DDPM loss. Captions are dropped (replaced by the empty prompt's encoding)
+denoise them with the DDPM loss; ``denoiser = "dit"`` swaps the U-Net for a diffusion transformer
+(Peebles & Xie 2023, with PixArt-alpha's cross-attention to text). Captions are dropped (replaced by the empty prompt's encoding)
 with probability ``caption_dropout`` so the same network is also the unconditional model that
 classifier-free guidance needs (Ho & Salimans 2022, Sec. 3.2). Latents and caption encodings are
 computed once before training: the frozen parts never run inside the training loop.
@@ -18,7 +19,11 @@ import torch
 from tqdm.auto import tqdm
 
 from difflab.data.shapes import ShapesDataset
-from difflab.models.networks import parameter_count, text_conditional_unet
+from difflab.models.networks import (
+    parameter_count,
+    text_conditional_dit,
+    text_conditional_unet,
+)
 from difflab.models.text_encoder import PromptEncoder
 from difflab.pipelines.text_to_image import TextToImagePipeline, image_grid
 from difflab.schedules import make_schedule
@@ -43,10 +48,17 @@ class TextToImageRecipe:
     vae: str = "runs/shapes-vae/vae"  # folder of a trained AutoencoderKL (the vae recipe)
     image_size: int = 32
     dataset_length: int = 60_000
+    denoiser: str = "unet"  # "unet" (UNet2DConditionModel) or "dit" (diffusion transformer)
+    # U-Net options
     block_out_channels: tuple = (64, 128)
     layers_per_block: int = 1
     attention_head_dim: int = 8
     norm_num_groups: int = 32
+    # DiT options
+    dit_layers: int = 6
+    dit_heads: int = 4
+    dit_head_dim: int = 32
+    dit_patch_size: int = 1
     schedule: str = "scaled_linear"
     beta_start: float = 0.00085
     beta_end: float = 0.012
@@ -111,6 +123,29 @@ def with_caption_dropout(objective, empty: torch.Tensor, probability: float):
     return dropped
 
 
+def latent_denoiser(options: TextToImageRecipe, latent_size: int, latent_channels: int):
+    """The denoiser the recipe names: a cross-attention U-Net or a DiT."""
+    if options.denoiser == "unet":
+        return text_conditional_unet(
+            sample_size=latent_size,
+            in_channels=latent_channels,
+            block_out_channels=options.block_out_channels,
+            layers_per_block=options.layers_per_block,
+            attention_head_dim=options.attention_head_dim,
+            norm_num_groups=options.norm_num_groups,
+        )
+    if options.denoiser == "dit":
+        return text_conditional_dit(
+            sample_size=latent_size,
+            in_channels=latent_channels,
+            num_layers=options.dit_layers,
+            num_attention_heads=options.dit_heads,
+            attention_head_dim=options.dit_head_dim,
+            patch_size=options.dit_patch_size,
+        )
+    raise ValueError(f'unknown denoiser {options.denoiser!r} in the recipe; use "unet" or "dit".')
+
+
 def run(
     options: TextToImageRecipe, config: TrainConfig, out: Path, resume: bool, overwrite: bool
 ) -> dict:
@@ -132,14 +167,7 @@ def run(
         prediction_type=options.prediction_type,
     )
     latent_size = options.image_size // 2 ** (len(vae.config.block_out_channels) - 1)
-    unet = text_conditional_unet(
-        sample_size=latent_size,
-        in_channels=vae.config.latent_channels,
-        block_out_channels=options.block_out_channels,
-        layers_per_block=options.layers_per_block,
-        attention_head_dim=options.attention_head_dim,
-        norm_num_groups=options.norm_num_groups,
-    )
+    unet = latent_denoiser(options, latent_size, vae.config.latent_channels)
     data = encode_dataset(
         ShapesDataset(length=options.dataset_length, size=options.image_size, seed=config.seed),
         vae,

@@ -14,20 +14,10 @@ import torch
 from torch import nn
 
 from difflab.diffusion import WEIGHTINGS, training_loss
+from difflab.models.networks import call_denoiser, model_output  # noqa: F401 (re-exported)
 from difflab.schedules import NoiseSchedule
 
 Objective = Callable[[nn.Module, Any, torch.Generator], torch.Tensor]
-
-
-def model_output(output: Any) -> torch.Tensor:
-    """The tensor of a model call: itself, or ``.sample`` of a diffusers output object."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if hasattr(output, "sample"):
-        return output.sample
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise TypeError(f"cannot read a tensor out of a model output of type {type(output).__name__}.")
 
 
 def diffusion_objective(
@@ -77,7 +67,7 @@ def diffusion_objective(
             cond = {}
 
         def denoiser(x_t: torch.Tensor, t: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-            return model_output(model(x_t, t, **kwargs))
+            return call_denoiser(model, x_t, t, **kwargs)
 
         return training_loss(
             denoiser, schedule, x0, generator=generator, weighting=weighting, gamma=gamma, **cond

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from difflab.models.networks import call_denoiser
 from difflab.samplers import sample
 from difflab.schedules import NoiseSchedule
-from difflab.train.objectives import model_output
 from difflab.train.records import save_image_grid
 
 SAMPLES_DIR = "samples"
@@ -46,7 +46,7 @@ def diffusion_sample_fn(
         }
 
         def denoiser(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return model_output(model(x_t, t, **kwargs))
+            return call_denoiser(model, x_t, t, **kwargs)
 
         images = sample(sampler, denoiser, schedule, x, steps, g)
         return save_image_grid(

@@ -4,7 +4,7 @@ Both load the same text-to-image folder and run DDIM with the same steps, guidan
 starting noise (StableDiffusionPipeline for diffusers), so the ratio measures the two sampling
 loops and nothing else; the latents they produce are compared too. Prints one table.
 
-    python benchmarks/generate_throughput.py [--model shapes-t2i] [--steps 20] [--batch 8]
+    python benchmarks/generate_throughput.py [--model shapes-t2i] [--steps 20] [--batches 1 8]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--model", default="shapes-t2i", help="shipped model name or folder")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=5.0)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
@@ -47,44 +47,50 @@ def main() -> None:
         Path(folder), text_encoder=ours.prompt_encoder.text_encoder
     )
     theirs.set_progress_bar_config(disable=True)
-    prompts = ["a red circle above a blue square"] * args.batch
     spacing = timesteps(ours.schedule, args.steps, "leading", offset=1)  # what SD's DDIM visits
-
-    def run_ours():
-        with torch.no_grad():
-            latents = ours.latents(
-                prompts,
-                steps=args.steps,
-                guidance=args.guidance,
-                sampler="ddim",
-                seed=0,
-                spacing=spacing,
-            )
-            return ours.decode(latents)
-
-    def run_theirs():
-        generators = [torch.Generator().manual_seed(i) for i in range(args.batch)]
-        return theirs(
-            prompts,
-            num_inference_steps=args.steps,
-            guidance_scale=args.guidance,
-            generator=generators,
-            output_type="pt",
-        ).images
-
-    t_ours, images_ours = timed(run_ours, args.repeats)
-    t_theirs, images_theirs = timed(run_theirs, args.repeats)
-    difference = ((images_ours + 1) / 2 - images_theirs).abs().max().item()
     print(
-        f"model {folder.name}, DDIM {args.steps} steps, guidance {args.guidance}, batch "
-        f"{args.batch}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+        f"model {folder.name}, DDIM {args.steps} steps, guidance {args.guidance}, "
+        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
     )
-    print("| library | images/s | s/image |")
-    print("|---|---:|---:|")
-    for name, seconds in (("difflab", t_ours), ("diffusers", t_theirs)):
-        print(f"| {name} | {args.batch / seconds:.2f} | {seconds / args.batch:.4f} |")
-    print(f"difflab / diffusers throughput ratio: {t_theirs / t_ours:.2f}")
-    print(f"max |image difference| (0..1 scale): {difference:.2e}")
+    print("| batch | library | images/s | s/image | s/batch |")
+    print("|---:|---|---:|---:|---:|")
+    for batch in args.batches:
+        prompts = ["a red circle above a blue square"] * batch
+
+        def run_ours(prompts=prompts):
+            with torch.no_grad():
+                latents = ours.latents(
+                    prompts,
+                    steps=args.steps,
+                    guidance=args.guidance,
+                    sampler="ddim",
+                    seed=0,
+                    spacing=spacing,
+                )
+                return ours.decode(latents)
+
+        def run_theirs(prompts=prompts, batch=batch):
+            generators = [torch.Generator().manual_seed(i) for i in range(batch)]
+            return theirs(
+                prompts,
+                num_inference_steps=args.steps,
+                guidance_scale=args.guidance,
+                generator=generators,
+                output_type="pt",
+            ).images
+
+        t_ours, images_ours = timed(run_ours, args.repeats)
+        t_theirs, images_theirs = timed(run_theirs, args.repeats)
+        difference = ((images_ours + 1) / 2 - images_theirs).abs().max().item()
+        for name, seconds in (("difflab", t_ours), ("diffusers", t_theirs)):
+            print(
+                f"| {batch} | {name} | {batch / seconds:.2f} | {seconds / batch:.4f} | "
+                f"{seconds:.4f} |"
+            )
+        print(
+            f"batch {batch}: difflab / diffusers throughput ratio {t_theirs / t_ours:.2f}, "
+            f"max |image difference| (0..1 scale) {difference:.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -202,3 +202,10 @@ def test_unknown_denoiser_is_refused(tiny_vae_run, tmp_path):
     )
     with pytest.raises(ValueError, match='unknown denoiser .mlp.*"unet" or "dit"'):
         run_recipe(recipe, tmp_path / "run")
+
+
+def test_image_size_the_network_cannot_take_is_refused(tmp_path):
+    recipe = write(tmp_path, "v.toml", 'kind = "vae"\n[recipe]\nimage_size = 30\n' + TINY_TRAIN)
+    with pytest.raises(ValueError, match="image size 30 is not divisible by 4.*multiple of 4"):
+        run_recipe(recipe, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()

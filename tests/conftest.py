@@ -9,6 +9,15 @@ from difflab.pipelines.text_to_image import TextToImagePipeline
 from difflab.schedules import make_schedule
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Keep encoded-dataset caches out of the user's ~/.cache during tests."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DIFFLAB_CACHE", str(tmp_path_factory.mktemp("difflab-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def prompt_encoder():
     return PromptEncoder.from_pretrained()

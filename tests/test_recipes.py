@@ -72,7 +72,7 @@ DENOISER_OPTIONS = {
 
 
 @pytest.mark.parametrize("denoiser", ["unet", "dit"])
-def test_text_to_image_recipe_smoke(denoiser, tiny_vae_run, tmp_path):
+def test_text_to_image_recipe_smoke(denoiser, tiny_vae_run, tmp_path, monkeypatch):
     from difflab.pipelines.text_to_image import TextToImagePipeline
 
     vae_dir, _ = tiny_vae_run
@@ -95,7 +95,16 @@ sample_steps = 2
     pipeline = TextToImagePipeline.from_pretrained(tmp_path / "run" / "pipeline")
     (image,) = pipeline("a red circle", steps=2, seed=0)
     assert image.size == (16, 16)
-    # resuming a finished run continues from its checkpoint rather than starting over
+    # resuming a finished run continues from its checkpoint rather than starting over, and
+    # takes the encoded training set from the cache instead of encoding it again
+    from difflab.recipes import text_to_image
+
+    assert list(text_to_image.encoding_cache_dir().glob("*.safetensors"))
+
+    def must_not_encode(*args, **kwargs):
+        raise AssertionError("the cached encoding was not used")
+
+    monkeypatch.setattr(text_to_image, "encode_dataset", must_not_encode)
     again = run_recipe(recipe, tmp_path / "run", resume=True, max_steps=3)
     assert again["steps"] == 3
 
@@ -209,3 +218,18 @@ def test_image_size_the_network_cannot_take_is_refused(tmp_path):
     with pytest.raises(ValueError, match="image size 30 is not divisible by 4.*multiple of 4"):
         run_recipe(recipe, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_encoding_cache_key_follows_its_inputs(tiny_vae_run, prompt_encoder):
+    from difflab.data.shapes import ShapesDataset
+    from difflab.recipes.text_to_image import encoding_key
+
+    vae_dir = tiny_vae_run[0] / "vae"
+    key = encoding_key(vae_dir, prompt_encoder, ShapesDataset(length=8, size=16, seed=0))
+    assert key == encoding_key(vae_dir, prompt_encoder, ShapesDataset(length=8, size=16, seed=0))
+    for other in (
+        ShapesDataset(length=8, size=16, seed=1),
+        ShapesDataset(length=9, size=16, seed=0),
+        ShapesDataset(length=8, size=32, seed=0),
+    ):
+        assert encoding_key(vae_dir, prompt_encoder, other) != key

@@ -7,15 +7,19 @@ denoise them with the DDPM loss; ``denoiser = "dit"`` swaps the U-Net for a diff
 (Peebles & Xie 2023, with PixArt-alpha's cross-attention to text). Captions are dropped (replaced by the empty prompt's encoding)
 with probability ``caption_dropout`` so the same network is also the unconditional model that
 classifier-free guidance needs (Ho & Salimans 2022, Sec. 3.2). Latents and caption encodings are
-computed once before training: the frozen parts never run inside the training loop.
+computed once before training (and kept in a cache keyed by their inputs, see
+:func:`cached_encode_dataset`): the frozen parts never run inside the training loop.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from difflab.data.shapes import ShapesDataset
@@ -108,6 +112,50 @@ def encode_dataset(
     return CachedLatents(torch.cat(latents), rows, table)
 
 
+def encoding_cache_dir() -> Path:
+    """Where encoded training sets are kept: ``$DIFFLAB_CACHE`` or ``~/.cache/difflab``."""
+    root = os.environ.get("DIFFLAB_CACHE") or Path.home() / ".cache" / "difflab"
+    return Path(root) / "encoded"
+
+
+def encoding_key(vae_path: Path, prompt_encoder: PromptEncoder, data: ShapesDataset) -> str:
+    """A digest of everything the encoded training set depends on: the VAE's config and weights,
+    the text encoder's window and (a sample of every tensor of its) weights, and the dataset's
+    length, size, seed, split, style and scene distribution."""
+    digest = hashlib.sha256()
+    for file in sorted(vae_path.glob("*")):
+        digest.update(file.name.encode() + file.read_bytes())
+    for name, tensor in sorted(prompt_encoder.text_encoder.state_dict().items()):
+        digest.update(name.encode() + tensor.float().numpy().tobytes()[:4096])
+    description = (
+        prompt_encoder.max_length, len(data), data.size, data.seed, data.split, data.style,
+        data.config,
+    )  # fmt: skip
+    digest.update(repr(description).encode())
+    return digest.hexdigest()[:24]
+
+
+def cached_encode_dataset(
+    data: ShapesDataset, vae, vae_path: Path, prompt_encoder: PromptEncoder
+) -> CachedLatents:
+    """:func:`encode_dataset`, kept on disk (safetensors, written atomically) under a key of its
+    inputs, so a resumed run or a second recipe on the same data does not encode it again."""
+    path = encoding_cache_dir() / f"{encoding_key(vae_path, prompt_encoder, data)}.safetensors"
+    if path.is_file():
+        tensors = load_file(path)
+        return CachedLatents(tensors["latents"], tensors["caption_rows"], tensors["table"])
+    encoded = encode_dataset(data, vae, prompt_encoder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    save_file(
+        {"latents": encoded.latents.contiguous(), "caption_rows": encoded.caption_rows,
+         "table": encoded.table.contiguous()},
+        tmp,
+    )  # fmt: skip
+    os.replace(tmp, path)
+    return encoded
+
+
 def with_caption_dropout(objective, empty: torch.Tensor, probability: float):
     """Replace each example's text states by the empty prompt's with ``probability``, drawing
     from the Trainer's generator (so a resumed run drops the same captions)."""
@@ -168,9 +216,10 @@ def run(
     )
     latent_size = options.image_size // 2 ** (len(vae.config.block_out_channels) - 1)
     unet = latent_denoiser(options, latent_size, vae.config.latent_channels)
-    data = encode_dataset(
+    data = cached_encode_dataset(
         ShapesDataset(length=options.dataset_length, size=options.image_size, seed=config.seed),
         vae,
+        vae_path,
         prompt_encoder,
     )
     empty = prompt_encoder([""], warn=False)[0]

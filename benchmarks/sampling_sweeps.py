@@ -1,0 +1,280 @@
+"""Two lecture claims measured on a shipped text-to-image model, each written as a report with a
+plot under docs/reports/:
+
+- ``--sweep samplers``: ShapesEval overall and FID for ddpm, ddim, euler, heun and dpmpp_2m at
+  5-100 steps (and DDPM at 1000), with the wall time per image. The claim (Song et al. 2021,
+  DDIM, Table 1): DDIM at ~50 steps matches DDPM at 1000.
+- ``--sweep guidance``: ShapesEval (fidelity to the prompt), precision, recall and FID for
+  classifier-free guidance weights 0-10. The claim (Ho & Salimans 2022, Fig. 4-5): guidance
+  trades diversity (recall) for fidelity.
+
+    python benchmarks/sampling_sweeps.py --sweep samplers [--model shapes-t2i] [--fid-images 1000]
+    python benchmarks/sampling_sweeps.py --sweep guidance
+
+Every cell generates the whole ShapesEval suite (``--images-per-prompt`` each) and, for FID and
+precision/recall, ``--fid-images`` images prompted with the captions of the shapes validation
+scenes they are compared with (difflab.eval.text_to_image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLER_STEPS = {
+    "ddpm": (5, 10, 20, 50, 100, 1000),
+    "ddim": (5, 10, 20, 50, 100),
+    "euler": (5, 10, 20, 50, 100),
+    "heun": (5, 10, 20, 50, 100),
+    "dpmpp_2m": (5, 10, 20, 50, 100),
+}
+GUIDANCE_WEIGHTS = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0)
+TASK_SHORT = {
+    "single_object": "single", "two_object": "two", "counting": "count", "colors": "colours",
+    "position": "position", "color_attr": "attr",
+}  # fmt: skip
+
+
+def machine() -> str:
+    return (
+        f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
+
+
+def row_cells(result: dict) -> str:
+    tasks = result["shapes"]["tasks"]
+    return (
+        f"{result['shapes']['overall']:.3f} | "
+        + " | ".join(f"{tasks.get(t, float('nan')):.2f}" for t in TASK_SHORT)
+        + f" | {result.get('fid', float('nan')):.2f} | {result.get('precision', float('nan')):.3f}"
+        f" | {result.get('recall', float('nan')):.3f} | {result['seconds_per_image']:.4f}"
+    )
+
+
+TABLE_HEAD = (
+    "| overall | " + " | ".join(TASK_SHORT.values()) + " | FID | precision | recall | s/image |"
+)
+
+
+def run_cells(args, cells: list[dict]) -> list[dict]:
+    from difflab.eval.shapes import load_suite
+    from difflab.eval.text_to_image import Reference, evaluate_text_to_image
+    from difflab.zoo import load_pipeline
+
+    pipeline = load_pipeline(args.model)
+    reference = Reference.shapes(args.fid_images) if args.fid_images else None
+    suite = load_suite()
+    results = []
+    for cell in cells:
+        result = evaluate_text_to_image(
+            pipeline, suite=suite, images_per_prompt=args.images_per_prompt,
+            reference=reference, batch_size=args.batch_size, **cell,
+        )  # fmt: skip
+        results.append({**cell, **result})
+        print(
+            f"{cell['sampler']:>8} {cell['steps']:>4} steps  w={cell['guidance']:<4g}: "
+            f"overall {result['shapes']['overall']:.3f}  FID {result.get('fid', float('nan')):.2f}"
+            f"  P {result.get('precision', float('nan')):.3f}"
+            f"  R {result.get('recall', float('nan')):.3f}"
+            f"  {result['seconds_per_image']:.4f} s/image",
+            flush=True,
+        )
+    return results
+
+
+def plot_samplers(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for sampler in SAMPLER_STEPS:
+        rows = [r for r in results if r["sampler"] == sampler]
+        steps = [r["steps"] for r in rows]
+        axes[0].plot(steps, [r["shapes"]["overall"] for r in rows], "o-", label=sampler)
+        if "fid" in rows[0]:
+            axes[1].plot(steps, [r["fid"] for r in rows], "o-", label=sampler)
+    titles = ("ShapesEval overall (higher is better)", "FID (lower is better)")
+    for ax, label in zip(axes, titles, strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("sampler steps")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[1].set_yscale("log")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_guidance(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    weights = [r["guidance"] for r in results]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    axes[0].plot(weights, [r["shapes"]["overall"] for r in results], "o-", label="ShapesEval")
+    axes[0].plot(weights, [r["precision"] for r in results], "s-", label="precision")
+    axes[0].plot(weights, [r["recall"] for r in results], "^-", label="recall")
+    axes[0].set_xlabel("guidance weight w")
+    axes[0].set_title("fidelity vs diversity")
+    axes[0].legend()
+    axes[1].plot(weights, [r["fid"] for r in results], "o-")
+    axes[1].set_xlabel("guidance weight w")
+    axes[1].set_title("FID (lower is better)")
+    axes[2].plot([r["recall"] for r in results], [r["shapes"]["overall"] for r in results], "o-")
+    for r in results:
+        axes[2].annotate(f"w={r['guidance']:g}", (r["recall"], r["shapes"]["overall"]))
+    axes[2].set_xlabel("recall (diversity)")
+    axes[2].set_ylabel("ShapesEval overall (fidelity)")
+    axes[2].set_title("the trade-off curve")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def samplers_findings(results: list[dict]) -> list[str]:
+    def cell(sampler, steps):
+        return next((r for r in results if r["sampler"] == sampler and r["steps"] == steps), None)
+
+    lines = []
+    ddpm, ddim = cell("ddpm", 1000), cell("ddim", 50)
+    if ddpm and ddim:
+        lines.append(
+            f"- DDIM at 50 steps: ShapesEval {ddim['shapes']['overall']:.3f}, FID "
+            f"{ddim.get('fid', float('nan')):.2f}; DDPM at 1000 steps: ShapesEval "
+            f"{ddpm['shapes']['overall']:.3f}, FID {ddpm.get('fid', float('nan')):.2f} "
+            f"({ddpm['seconds_per_image'] / ddim['seconds_per_image']:.0f}x the time)."
+        )
+        ddpm50 = cell("ddpm", 50)
+        if ddpm50:
+            lines.append(
+                f"- DDPM at 50 steps: ShapesEval {ddpm50['shapes']['overall']:.3f}, FID "
+                f"{ddpm50.get('fid', float('nan')):.2f}: ancestral sampling needs many more steps "
+                "than the deterministic samplers."
+            )
+    for steps in (5, 10):
+        rows = [r for r in results if r["steps"] == steps]
+        if rows:
+            best = max(rows, key=lambda r: r["shapes"]["overall"])
+            lines.append(
+                f"- At {steps} steps the best sampler by ShapesEval is {best['sampler']} "
+                f"({best['shapes']['overall']:.3f})."
+            )
+    return lines
+
+
+def guidance_findings(results: list[dict]) -> list[str]:
+    best_fid = min(results, key=lambda r: r["fid"])
+    best_shapes = max(results, key=lambda r: r["shapes"]["overall"])
+    first, last = results[0], results[-1]
+    return [
+        f"- Fidelity: ShapesEval overall goes from {first['shapes']['overall']:.3f} at w = "
+        f"{first['guidance']:g} to {last['shapes']['overall']:.3f} at w = {last['guidance']:g}; "
+        f"its maximum is {best_shapes['shapes']['overall']:.3f} at w = {best_shapes['guidance']:g}.",
+        f"- Diversity: recall goes from {first['recall']:.3f} to {last['recall']:.3f}; "
+        f"precision from {first['precision']:.3f} to {last['precision']:.3f}.",
+        f"- FID is lowest ({best_fid['fid']:.2f}) at w = {best_fid['guidance']:g}.",
+    ]
+
+
+def write_report(args, results: list[dict], seconds: float) -> Path:
+    name = {"samplers": "samplers_vs_steps", "guidance": "guidance_tradeoff"}[args.sweep]
+    out_dir = Path(args.report_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot = out_dir / f"{name}.png"
+    (plot_samplers if args.sweep == "samplers" else plot_guidance)(results, plot)
+    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    title = {
+        "samplers": "Samplers vs steps: does DDIM at ~50 steps match DDPM at 1000?",
+        "guidance": "Classifier-free guidance: fidelity against diversity",
+    }[args.sweep]
+    fixed = (
+        f"guidance {args.guidance:g}" if args.sweep == "samplers" else
+        f"sampler {args.sampler}, {args.steps} steps"
+    )  # fmt: skip
+    lines = [
+        f"# {title}",
+        "",
+        f"Command: `python {shlex.join(sys.argv)}`  ",
+        f"Machine: {machine()}  ",
+        f"Date: {datetime.date.today().isoformat()}; total time {seconds / 60:.1f} min.",
+        "",
+        f"Model `{args.model}`, {fixed}. ShapesEval on the default suite (347 prompts x "
+        f"{args.images_per_prompt} image(s); task columns are the six GenEval tasks); FID and "
+        f"precision/recall (k = 3) on shapes-features against {args.fid_images} shapes "
+        f"validation renders, with {args.fid_images} images prompted by their captions. s/image: "
+        "sampling and decoding time per image in batches of "
+        f"{args.batch_size}, averaged over all images of the cell.",
+        "",
+        *(
+            [
+                "w is difflab's guidance weight: the prediction is eps_u + w (eps_c - eps_u), so "
+                "w = 0 is the unconditional model, w = 1 the conditional model without guidance, "
+                "and Ho & Salimans's weight is w - 1.",
+                "",
+            ]
+            if args.sweep == "guidance"
+            else []
+        ),
+        f"![{name}]({plot.name})",
+        "",
+        "| sampler | steps | w " + TABLE_HEAD,
+        "|---|---:|---:" + "|---:" * (len(TASK_SHORT) + 5) + "|",
+    ]
+    for r in results:
+        lines.append(f"| {r['sampler']} | {r['steps']} | {r['guidance']:g} | {row_cells(r)}")
+    lines += ["", "## What the figures say", ""]
+    lines += samplers_findings(results) if args.sweep == "samplers" else guidance_findings(results)
+    path = out_dir / f"{name}.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep", choices=("samplers", "guidance"), required=True)
+    parser.add_argument("--model", default="shapes-t2i")
+    parser.add_argument("--images-per-prompt", type=int, default=1)
+    parser.add_argument("--fid-images", type=int, default=1000, help="0 skips FID / P / R")
+    parser.add_argument("--guidance", type=float, default=5.0, help="samplers sweep: fixed w")
+    parser.add_argument("--sampler", default="dpmpp_2m", help="guidance sweep: fixed sampler")
+    parser.add_argument("--steps", type=int, default=20, help="guidance sweep: fixed steps")
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLER_STEPS))
+    parser.add_argument("--max-steps", type=int, default=1000, help="skip cells above this")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--report-dir", default=str(ROOT / "docs" / "reports"))
+    args = parser.parse_args()
+
+    import time
+
+    began = time.perf_counter()
+    if args.sweep == "samplers":
+        cells = [
+            {"sampler": s, "steps": n, "guidance": args.guidance}
+            for s in args.samplers
+            for n in SAMPLER_STEPS[s]
+            if n <= args.max_steps
+        ]
+    else:
+        cells = [
+            {"sampler": args.sampler, "steps": args.steps, "guidance": w} for w in GUIDANCE_WEIGHTS
+        ]
+    results = run_cells(args, cells)
+    print(f"wrote {write_report(args, results, time.perf_counter() - began)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -71,21 +71,22 @@ DENOISER_OPTIONS = {
 }
 
 
-@pytest.mark.parametrize("denoiser", ["unet", "dit"])
+@pytest.mark.parametrize("denoiser", ["unet", "dit", "pixel-unet"])
 def test_text_to_image_recipe_smoke(denoiser, tiny_vae_run, tmp_path, monkeypatch):
     from difflab.pipelines.text_to_image import TextToImagePipeline
 
     vae_dir, _ = tiny_vae_run
+    pixel = denoiser.startswith("pixel-")
     recipe = write(
         tmp_path,
         "t2i.toml",
         f"""
 kind = "text_to_image"
 [recipe]
-vae = "{vae_dir / "vae"}"
+vae = "{"" if pixel else vae_dir / "vae"}"
 image_size = 16
 dataset_length = 16
-{DENOISER_OPTIONS[denoiser]}
+{DENOISER_OPTIONS[denoiser.removeprefix("pixel-")]}
 sample_steps = 2
 """
         + TINY_TRAIN,
@@ -93,6 +94,8 @@ sample_steps = 2
     figures = run_recipe(recipe, tmp_path / "run")
     assert figures["steps"] == 2
     pipeline = TextToImagePipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    assert (pipeline.vae is None) == pixel
+    assert pipeline.latent_shape == ((3, 16, 16) if pixel else (4, 4, 4))
     (image,) = pipeline("a red circle", steps=2, seed=0)
     assert image.size == (16, 16)
     # resuming a finished run continues from its checkpoint rather than starting over, and

@@ -161,3 +161,25 @@ def test_dit_patch_size_must_divide_the_latent():
 
     with pytest.raises(ValueError, match="not divisible by the DiT patch size 3"):
         text_conditional_dit(sample_size=8, patch_size=3)
+
+
+def test_pixel_space_model_saves_and_loads_bit_identically(prompt_encoder, tmp_path):
+    from difflab.models.networks import text_conditional_unet
+    from difflab.schedules import make_schedule
+
+    torch.manual_seed(0)
+    unet = text_conditional_unet(
+        sample_size=16, in_channels=3, block_out_channels=(16, 32), attention_head_dim=4,
+        norm_num_groups=8,
+    )  # fmt: skip
+    schedule = make_schedule("linear", 1000)
+    pixel = TextToImagePipeline(unet.eval(), None, prompt_encoder, schedule)
+    pixel.save_pretrained(tmp_path, include_text_encoder=False)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["vae"] == [None, None] and not (tmp_path / "vae").exists()
+    loaded = TextToImagePipeline.from_pretrained(tmp_path)
+    a = pixel.decode(pixel.latents(["a red circle"], 2, steps=3, sampler="ddim", seed=3))
+    b = loaded.decode(loaded.latents(["a red circle"], 2, steps=3, sampler="ddim", seed=3))
+    assert loaded.vae is None and a.shape == (2, 3, 16, 16) and torch.equal(a, b)
+    with pytest.raises(ValueError, match="needs one: sample it with difflab"):
+        pixel.to_diffusers()

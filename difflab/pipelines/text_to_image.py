@@ -25,6 +25,7 @@ from difflab.models.text_encoder import PromptEncoder, load_text_encoder
 from difflab.schedules import NoiseSchedule
 
 DENOISER_CLASSES = ("UNet2DConditionModel", "PixArtTransformer2DModel")
+PIXEL_TEXT_TO_IMAGE = "DifflabPixelTextToImagePipeline"  # model_index.json of pixel-space folders
 
 
 def schedule_from_diffusers_config(config: dict) -> NoiseSchedule:
@@ -64,11 +65,14 @@ class TextToImagePipeline:
     """Latent text-to-image diffusion: ``pipeline(prompts, steps=..., guidance=...)`` -> PIL images.
 
     ``unet`` is the latent denoiser, stored in the folder's ``unet`` slot: a UNet2DConditionModel
-    or a DiT (PixArtTransformer2DModel); model_index.json records which class it is.
+    or a DiT (PixArtTransformer2DModel); model_index.json records which class it is. With
+    ``vae=None`` the model denoises pixels directly (the pixel-space baseline latent diffusion is
+    measured against); such folders are difflab's own (:data:`PIXEL_TEXT_TO_IMAGE`), since
+    StableDiffusionPipeline needs a VAE.
     """
 
     unet: torch.nn.Module
-    vae: torch.nn.Module
+    vae: torch.nn.Module | None
     prompt_encoder: PromptEncoder
     schedule: NoiseSchedule
     name: str = ""
@@ -94,7 +98,8 @@ class TextToImagePipeline:
         tokenizer, text_encoder = load_text_encoder(
             encoder if (encoder / "config.json").is_file() else None, folder / "tokenizer"
         )
-        denoiser_class = json.loads((folder / "model_index.json").read_text())["unet"][1]
+        index = json.loads((folder / "model_index.json").read_text())
+        denoiser_class = index["unet"][1]
         if denoiser_class not in DENOISER_CLASSES:
             raise ValueError(
                 f"{folder}: unsupported denoiser class {denoiser_class!r} in model_index.json; "
@@ -104,7 +109,9 @@ class TextToImagePipeline:
             unet=getattr(diffusers, denoiser_class)
             .from_pretrained(folder / "unet", torch_dtype=torch.float32, use_safetensors=True)
             .eval(),
-            vae=AutoencoderKL.from_pretrained(
+            vae=None
+            if index.get("vae", [None])[0] is None
+            else AutoencoderKL.from_pretrained(
                 folder / "vae", torch_dtype=torch.float32, use_safetensors=True
             ).eval(),
             prompt_encoder=PromptEncoder(tokenizer, text_encoder),
@@ -132,9 +139,31 @@ class TextToImagePipeline:
         With a DiT denoiser the folder this writes still loads in diffusers (model_index.json
         names its class), but StableDiffusionPipeline's loop calls the U-Net signature: sample
         such a model with difflab."""
-        from diffusers import DDIMScheduler, StableDiffusionPipeline
+        from diffusers import StableDiffusionPipeline
 
-        scheduler = DDIMScheduler(
+        if self.vae is None:
+            raise ValueError(
+                "a pixel-space text-to-image model has no VAE, and diffusers' "
+                "StableDiffusionPipeline needs one: sample it with difflab (save_pretrained "
+                "writes difflab's own folder layout for it)."
+            )
+        return StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.prompt_encoder.text_encoder,
+            tokenizer=self.prompt_encoder.tokenizer,
+            unet=self.unet,
+            scheduler=self.diffusers_scheduler(),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+    def diffusers_scheduler(self):
+        """diffusers' DDIMScheduler on this pipeline's noise schedule, as StableDiffusionPipeline
+        wants it (leading spacing, ``steps_offset = 1``)."""
+        from diffusers import DDIMScheduler
+
+        return DDIMScheduler(
             num_train_timesteps=self.schedule.num_train_timesteps,
             trained_betas=self.schedule.betas.float().tolist(),
             prediction_type=self.schedule.prediction_type,
@@ -143,16 +172,25 @@ class TextToImagePipeline:
             steps_offset=1,  # StableDiffusionPipeline forces 1 (see latents' docstring)
             timestep_spacing="leading",
         )
-        return StableDiffusionPipeline(
-            vae=self.vae,
-            text_encoder=self.prompt_encoder.text_encoder,
-            tokenizer=self.prompt_encoder.tokenizer,
-            unet=self.unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
+
+    def _save_pixel_folder(self, folder: Path) -> None:
+        """The folder of a pixel-space model: the same components as a StableDiffusionPipeline
+        folder minus the VAE, under :data:`PIXEL_TEXT_TO_IMAGE`."""
+        self.unet.save_pretrained(folder / "unet", safe_serialization=True)
+        self.diffusers_scheduler().save_pretrained(folder / "scheduler")
+        self.prompt_encoder.tokenizer.save_pretrained(folder / "tokenizer")
+        self.prompt_encoder.text_encoder.save_pretrained(
+            folder / "text_encoder", safe_serialization=True
         )
+        index = {
+            "_class_name": PIXEL_TEXT_TO_IMAGE,
+            "unet": ["diffusers", type(self.unet).__name__],
+            "vae": [None, None],
+            "text_encoder": ["transformers", type(self.prompt_encoder.text_encoder).__name__],
+            "tokenizer": ["transformers", type(self.prompt_encoder.tokenizer).__name__],
+            "scheduler": ["diffusers", "DDIMScheduler"],
+        }
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
     def save_pretrained(self, folder: str | Path, include_text_encoder: bool = True) -> None:
         """Write the diffusers folder layout (safetensors weights, JSON configs).
@@ -162,7 +200,10 @@ class TextToImagePipeline:
         package, and plain diffusers takes it as ``from_pretrained(folder, text_encoder=...)``.
         """
         folder = Path(folder)
-        self.to_diffusers().save_pretrained(folder, safe_serialization=True)
+        if self.vae is None:
+            self._save_pixel_folder(folder)
+        else:
+            self.to_diffusers().save_pretrained(folder, safe_serialization=True)
         if not include_text_encoder:
             import shutil
 
@@ -243,7 +284,10 @@ class TextToImagePipeline:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents to images in [-1, 1] (dividing by the VAE's scaling factor first)."""
+        """Latents to images in [-1, 1] (dividing by the VAE's scaling factor first); a
+        pixel-space model's samples are the images."""
+        if self.vae is None:
+            return latents.clamp(-1, 1)
         return self.vae.decode(latents / self.vae.config.scaling_factor).sample.clamp(-1, 1)
 
     def __call__(

@@ -49,7 +49,7 @@ SAMPLE_PROMPTS = (
 class TextToImageRecipe:
     """Options of the ``text_to_image`` recipe."""
 
-    vae: str = "runs/shapes-vae/vae"  # folder of a trained AutoencoderKL (the vae recipe)
+    vae: str = "runs/shapes-vae/vae"  # folder of a trained AutoencoderKL; "" = pixel space
     image_size: int = 32
     dataset_length: int = 60_000
     denoiser: str = "unet"  # "unet" (UNet2DConditionModel) or "dit" (diffusion transformer)
@@ -93,12 +93,17 @@ class CachedLatents(torch.utils.data.Dataset):
 def encode_dataset(
     data: ShapesDataset, vae, prompt_encoder: PromptEncoder, batch_size: int = 256
 ) -> CachedLatents:
-    """Encode every image (posterior mean x scaling factor) and every distinct caption once."""
+    """Encode every image (posterior mean x scaling factor; with ``vae=None``, pixel space, the
+    image itself) and every distinct caption once."""
     latents, captions = [], []
     for start in tqdm(range(0, len(data), batch_size), desc="encoding images", leave=False):
         items = [data[i] for i in range(start, min(start + batch_size, len(data)))]
         images = torch.stack([item["image"] for item in items])
-        latents.append(vae.encode(images).latent_dist.mean * vae.config.scaling_factor)
+        latents.append(
+            images
+            if vae is None
+            else vae.encode(images).latent_dist.mean * vae.config.scaling_factor
+        )
         captions.extend(item["caption"] for item in items)
     unique = sorted(set(captions))
     row = {caption: i for i, caption in enumerate(unique)}
@@ -118,12 +123,12 @@ def encoding_cache_dir() -> Path:
     return Path(root) / "encoded"
 
 
-def encoding_key(vae_path: Path, prompt_encoder: PromptEncoder, data: ShapesDataset) -> str:
+def encoding_key(vae_path: Path | None, prompt_encoder: PromptEncoder, data: ShapesDataset) -> str:
     """A digest of everything the encoded training set depends on: the VAE's config and weights,
     the text encoder's window and (a sample of every tensor of its) weights, and the dataset's
     length, size, seed, split, style and scene distribution."""
-    digest = hashlib.sha256()
-    for file in sorted(vae_path.glob("*")):
+    digest = hashlib.sha256(b"pixels" if vae_path is None else b"")
+    for file in sorted(vae_path.glob("*")) if vae_path is not None else ():
         digest.update(file.name.encode() + file.read_bytes())
     for name, tensor in sorted(prompt_encoder.text_encoder.state_dict().items()):
         digest.update(name.encode() + tensor.float().numpy().tobytes()[:4096])
@@ -136,7 +141,7 @@ def encoding_key(vae_path: Path, prompt_encoder: PromptEncoder, data: ShapesData
 
 
 def cached_encode_dataset(
-    data: ShapesDataset, vae, vae_path: Path, prompt_encoder: PromptEncoder
+    data: ShapesDataset, vae, vae_path: Path | None, prompt_encoder: PromptEncoder
 ) -> CachedLatents:
     """:func:`encode_dataset`, kept on disk (safetensors, written atomically) under a key of its
     inputs, so a resumed run or a second recipe on the same data does not encode it again."""
@@ -194,19 +199,29 @@ def latent_denoiser(options: TextToImageRecipe, latent_size: int, latent_channel
     raise ValueError(f'unknown denoiser {options.denoiser!r} in the recipe; use "unet" or "dit".')
 
 
+def load_frozen_vae(folder: str) -> tuple[Path | None, object]:
+    """(path, frozen AutoencoderKL) of the recipe's ``vae`` option; ``(None, None)`` for ``""``
+    (pixel space)."""
+    from diffusers import AutoencoderKL
+
+    if not folder:
+        return None, None
+    vae_path = Path(folder)
+    if not (vae_path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no trained VAE at {vae_path}; train one first (`difflab train shapes-vae --out "
+            f'{vae_path.parent}`), set `vae = "..."` in the recipe\'s [recipe] section, or '
+            '`vae = ""` for a pixel-space model.'
+        )
+    vae = AutoencoderKL.from_pretrained(vae_path, use_safetensors=True)
+    return vae_path, vae.eval().requires_grad_(False)
+
+
 def run(
     options: TextToImageRecipe, config: TrainConfig, out: Path, resume: bool, overwrite: bool
 ) -> dict:
     """Train the latent denoiser and save the whole pipeline to ``out/pipeline``."""
-    from diffusers import AutoencoderKL
-
-    vae_path = Path(options.vae)
-    if not (vae_path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"no trained VAE at {vae_path}; train one first (`difflab train shapes-vae --out "
-            f'{vae_path.parent}`) or set `vae = "..."` in the recipe\'s [recipe] section.'
-        )
-    vae = AutoencoderKL.from_pretrained(vae_path, use_safetensors=True).eval().requires_grad_(False)
+    vae_path, vae = load_frozen_vae(options.vae)
     prompt_encoder = PromptEncoder.from_pretrained()
     schedule = make_schedule(
         options.schedule,
@@ -214,8 +229,12 @@ def run(
         beta_end=options.beta_end,
         prediction_type=options.prediction_type,
     )
-    latent_size = options.image_size // 2 ** (len(vae.config.block_out_channels) - 1)
-    unet = latent_denoiser(options, latent_size, vae.config.latent_channels)
+    if vae is None:  # pixel space: the denoiser sees the images themselves
+        latent_size, latent_channels = options.image_size, 3
+    else:
+        latent_size = options.image_size // 2 ** (len(vae.config.block_out_channels) - 1)
+        latent_channels = vae.config.latent_channels
+    unet = latent_denoiser(options, latent_size, latent_channels)
     data = cached_encode_dataset(
         ShapesDataset(length=options.dataset_length, size=options.image_size, seed=config.seed),
         vae,

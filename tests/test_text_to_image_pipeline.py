@@ -183,3 +183,18 @@ def test_pixel_space_model_saves_and_loads_bit_identically(prompt_encoder, tmp_p
     assert loaded.vae is None and a.shape == (2, 3, 16, 16) and torch.equal(a, b)
     with pytest.raises(ValueError, match="needs one: sample it with difflab"):
         pixel.to_diffusers()
+
+
+def test_cross_attention_levels_are_configurable():
+    from difflab.models.networks import text_conditional_unet
+
+    default = text_conditional_unet(block_out_channels=(16, 32), norm_num_groups=8)
+    assert default.config.down_block_types == ("CrossAttnDownBlock2D", "DownBlock2D")
+    pixel = text_conditional_unet(
+        sample_size=16, in_channels=3, block_out_channels=(16, 32, 32), norm_num_groups=8,
+        attention_levels=(False, True, False),
+    )  # fmt: skip
+    assert pixel.config.down_block_types == ("DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+    assert pixel.config.up_block_types == ("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+    with pytest.raises(ValueError, match="attention_levels has 1 entries for 2 levels"):
+        text_conditional_unet(block_out_channels=(16, 32), attention_levels=(True,))

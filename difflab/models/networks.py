@@ -42,14 +42,25 @@ def text_conditional_unet(
     cross_attention_dim: int = 384,
     attention_head_dim: int = 8,
     norm_num_groups: int = 16,
+    attention_levels: Sequence[bool] | None = None,
 ) -> UNet2DConditionModel:
     """The latent denoiser of Stable Diffusion (Rombach et al. 2022, Sec. 3.3): a U-Net whose
-    attention blocks cross-attend to the text encoder's per-token states; every level but the
-    lowest-resolution one has cross-attention."""
+    attention blocks cross-attend to the text encoder's per-token states. ``attention_levels``
+    says which resolution levels (full resolution first) have them; by default every level but
+    the lowest-resolution one, as in Stable Diffusion (the middle block always has one). A
+    pixel-space model leaves them off its full-resolution level, where attention over every
+    pixel would dominate the cost."""
     levels = len(block_out_channels)
     _check_divisible(sample_size, levels, "latent")
-    down = ["CrossAttnDownBlock2D"] * (levels - 1) + ["DownBlock2D"]
-    up = ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (levels - 1)
+    if attention_levels is None:
+        attention_levels = [True] * (levels - 1) + [False]
+    if len(attention_levels) != levels:
+        raise ValueError(
+            f"attention_levels has {len(attention_levels)} entries for {levels} levels "
+            f"(block_out_channels={tuple(block_out_channels)}); give one true/false per level."
+        )
+    down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention_levels]
+    up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention_levels)]
     return UNet2DConditionModel(
         sample_size=sample_size,
         in_channels=in_channels,
@@ -118,6 +129,76 @@ def call_denoiser(model, x: torch.Tensor, t: torch.Tensor, **conditions) -> torc
     else:
         output = model(x, t, **conditions)
     return model_output(output)
+
+
+# ---- the guidance weight as a network input (guidance-distilled and consistency models) ----
+
+
+def guidance_input_dim(model) -> int | None:
+    """The width of the guidance-weight embedding a denoiser takes (diffusers'
+    ``time_cond_proj_dim``), or None for a denoiser that runs classifier-free guidance instead."""
+    inner = getattr(model, "module", model)
+    config = getattr(inner, "config", None)
+    return getattr(config, "time_cond_proj_dim", None) if config is not None else None
+
+
+def guidance_embedding(scale: torch.Tensor, dim: int) -> torch.Tensor:
+    """Fourier features [B, dim] of the guidance weight, the extra input of a guidance-distilled
+    student (Meng et al. 2023, Sec. 4.1) and of an LCM (Luo et al. 2023, Sec. 4.2).
+
+    ``scale`` [B] is difflab's classifier-free guidance weight s (1 = no guidance); the embedded
+    value is w = s - 1, the weight of Ho & Salimans 2022 and of the LCM paper, times 1000 in
+    sinusoidal features of periods up to 10^4 (VDM's embedding, Kingma et al. 2021, App. B) -
+    exactly what diffusers' ``StableDiffusionPipeline`` feeds a U-Net
+    with ``time_cond_proj_dim`` (``get_guidance_scale_embedding(guidance_scale - 1)``), so plain
+    diffusers samples these models as difflab does."""
+    # Written out rather than taken from diffusers' get_timestep_embedding: the two formulas
+    # agree only to ~1e-3 at these large arguments, and plain diffusers computes this one.
+    w = (torch.as_tensor(scale, dtype=torch.float32).reshape(-1) - 1.0) * 1000.0
+    half = dim // 2
+    frequencies = torch.exp(torch.arange(half) * -(torch.log(torch.tensor(10000.0)) / (half - 1)))
+    angles = w[:, None] * frequencies[None, :]
+    features = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    return torch.nn.functional.pad(features, (0, dim % 2))
+
+
+def guidance_condition(model, scale: torch.Tensor | float | None, batch: int) -> dict:
+    """The keyword arguments that give ``model`` the guidance weight ``scale`` (a float or one
+    per sample): ``{"timestep_cond": embedding}`` for a guidance-conditioned U-Net, ``{}`` for
+    any other denoiser (which then needs classifier-free guidance around it)."""
+    dim = guidance_input_dim(model)
+    if dim is None:
+        return {}
+    if scale is None:
+        raise ValueError(
+            "this denoiser takes the guidance weight as an input (time_cond_proj_dim = "
+            f"{dim}); pass the weight (e.g. guidance=5.0) instead of running classifier-free "
+            "guidance around it."
+        )
+    scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1).expand(batch)
+    device = next(getattr(model, "module", model).parameters()).device
+    return {"timestep_cond": guidance_embedding(scale, dim).to(device)}
+
+
+def with_guidance_input(unet: UNet2DConditionModel, dim: int = 256) -> UNet2DConditionModel:
+    """A copy of a text-conditional U-Net that also takes the guidance weight: diffusers'
+    ``time_cond_proj_dim`` adds a linear projection of :func:`guidance_embedding` to the
+    timestep features (as the LCM code conditions SD on w). The projection starts at zero, so the
+    copy computes exactly what ``unet`` computes until training moves it (Meng et al. 2023 and
+    Luo et al. 2023 initialise the student from the teacher the same way)."""
+    if not isinstance(unet, UNet2DConditionModel):
+        raise TypeError(
+            f"a guidance input needs a UNet2DConditionModel (its time_cond_proj_dim), got "
+            f"{type(unet).__name__}; distil a U-Net teacher, or use LCM-LoRA, which adds no input."
+        )
+    if guidance_input_dim(unet) is not None:
+        raise ValueError("this U-Net already takes the guidance weight as an input.")
+    student = UNet2DConditionModel.from_config(unet.config, time_cond_proj_dim=dim)
+    missing, unexpected = student.load_state_dict(unet.state_dict(), strict=False)
+    if unexpected or missing != ["time_embedding.cond_proj.weight"]:
+        raise RuntimeError(f"unexpected weights moving to the student: {missing}, {unexpected}")
+    torch.nn.init.zeros_(student.time_embedding.cond_proj.weight)
+    return student.to(next(unet.parameters()).device)
 
 
 def pixel_unet(

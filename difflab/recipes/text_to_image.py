@@ -1,4 +1,5 @@
-"""Recipe: the shapes text-to-image latent diffusion model (the Stable Diffusion recipe, small).
+"""Recipe: the shapes text-to-image latent diffusion model (the Stable Diffusion recipe, small),
+and its pixel-space baseline (``vae = ""``: the same denoisers on the 32x32 images themselves).
 
 Rombach et al. 2022: a frozen autoencoder (the ``vae`` recipe) maps 32x32 renders to 8x8x4
 latents scaled to unit variance; a U-Net with cross-attention to the frozen text encoder's
@@ -58,6 +59,7 @@ class TextToImageRecipe:
     layers_per_block: int = 1
     attention_head_dim: int = 8
     norm_num_groups: int = 32
+    attention_levels: tuple = ()  # cross-attention per level, full resolution first; () = default
     # DiT options
     dit_layers: int = 6
     dit_heads: int = 4
@@ -186,6 +188,7 @@ def latent_denoiser(options: TextToImageRecipe, latent_size: int, latent_channel
             layers_per_block=options.layers_per_block,
             attention_head_dim=options.attention_head_dim,
             norm_num_groups=options.norm_num_groups,
+            attention_levels=tuple(options.attention_levels) or None,
         )
     if options.denoiser == "dit":
         return text_conditional_dit(
@@ -213,7 +216,7 @@ def load_frozen_vae(folder: str) -> tuple[Path | None, object]:
             f'{vae_path.parent}`), set `vae = "..."` in the recipe\'s [recipe] section, or '
             '`vae = ""` for a pixel-space model.'
         )
-    vae = AutoencoderKL.from_pretrained(vae_path, use_safetensors=True)
+    vae = AutoencoderKL.from_pretrained(vae_path, torch_dtype=torch.float32, use_safetensors=True)
     return vae_path, vae.eval().requires_grad_(False)
 
 

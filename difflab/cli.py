@@ -64,8 +64,14 @@ def generate(
     model: str = typer.Option("shapes-t2i", "--model", "-m", help="Shipped model name or folder."),
     num_images: int = typer.Option(1, "--num-images", "-n", help="Images per prompt."),
     steps: int = typer.Option(20, help="Sampler steps."),
-    sampler: str = typer.Option("dpmpp_2m", help="ddpm, ddim, euler, heun, dpmpp_2m or sde."),
-    guidance: float = typer.Option(5.0, help="Classifier-free guidance weight (1 = off)."),
+    sampler: str = typer.Option(
+        None,
+        help="ddpm, ddim, euler, heun, dpmpp_2m, sde or lcm; default: the model's own "
+        "(lcm for a latent consistency model, else dpmpp_2m).",
+    ),
+    guidance: float = typer.Option(
+        None, help="Classifier-free guidance weight (1 = off); default: the model's own, else 5."
+    ),
     seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
     out: Path = typer.Option(Path("outputs"), help="Folder for the PNGs and grid.png."),
     from_png: Path = typer.Option(
@@ -75,6 +81,7 @@ def generate(
     """Generate images from text; each PNG carries its settings in PNG text chunks."""
     from difflab.generate import (
         GenerationSettings,
+        complete_settings,
         generate_images,
         settings_from_png,
         write_outputs,
@@ -91,13 +98,15 @@ def generate(
             raise typer.BadParameter("give at least one prompt, or --from-png FILE.")
         if num_images < 1:
             raise typer.BadParameter("--num-images must be at least 1.")
-        get_sampler(sampler)  # a clear error before any loading
+        if sampler is not None:
+            get_sampler(sampler)  # a clear error before any loading
         settings = [
             GenerationSettings(p, model, sampler, steps, guidance, seed + i)
             for p in prompts
             for i in range(num_images)
         ]
     pipeline = load_pipeline(settings[0].model)
+    settings = complete_settings(pipeline, settings)
     images = generate_images(pipeline, settings)
     for path in write_outputs(images, settings, out):
         typer.echo(path)
@@ -105,8 +114,8 @@ def generate(
 
 @app.command()
 def models() -> None:
-    """List the shipped models and feature networks, with their folders."""
-    from difflab.zoo import list_feature_networks, list_models
+    """List the shipped models, feature networks and CLIP models, with their folders."""
+    from difflab.zoo import list_clip_models, list_feature_networks, list_models
 
     found = list_models()
     if not found:
@@ -117,6 +126,11 @@ def models() -> None:
     if networks:
         typer.echo("feature networks (for difflab eval fid|kid|prd --features):")
     for name, folder in networks.items():
+        typer.echo(f"{name}\t{folder}")
+    clip_models = list_clip_models()
+    if clip_models:
+        typer.echo("CLIP models (for difflab eval clip --clip):")
+    for name, folder in clip_models.items():
         typer.echo(f"{name}\t{folder}")
 
 
@@ -345,6 +359,64 @@ def eval_prd(
     """Improved precision (realism) and recall (coverage) of Kynkäänniemi et al. 2019, with k = 3
     nearest neighbours. Higher is better."""
     _distribution_command("prd", **locals())
+
+
+@eval_app.command("clip")
+def eval_clip(
+    out: Path = _OUT,
+    model: str | None = _MODEL,
+    images: str | None = typer.Option(
+        None,
+        "--images",
+        help="Score the images of this folder: in the ShapesEval layout (00012/0.png or a "
+        "metadata.jsonl) against the suite's prompts, otherwise image i (sorted) against the "
+        "caption of shapes validation scene i (as `eval fid --save-images` writes them).",
+    ),
+    prompts: str | None = typer.Option(
+        None,
+        "--prompts",
+        help="A ShapesEval suite (jsonl), or 'default' for the shipped one. Without it, --model "
+        "is prompted with shapes validation captions.",
+    ),
+    clip: str = typer.Option(
+        "shapes-clip", "--clip", help="CLIP model name or folder (see `difflab models`)."
+    ),
+    num_images: int | None = typer.Option(
+        None,
+        "--num-images",
+        "-n",
+        help="Images to score; default: all in the folder, or 1000 generated (validation "
+        "captions).",
+    ),
+    images_per_prompt: int = typer.Option(1, help="With --model and --prompts: images each."),
+    steps: int = _STEPS, sampler: str = _SAMPLER, guidance: float | None = _GUIDANCE,
+    seed: int = _SEED, batch_size: int = _BATCH_SIZE,
+    resize: bool = typer.Option(
+        True, "--resize/--no-resize",
+        help="Resample images of another size to the CLIP model's (antialiased bilinear).",
+    ),
+    save_images: str | None = _SAVE_IMAGES,
+) -> None:  # fmt: skip
+    """CLIP-T score of generated or given images against their prompts on a difflab CLIP model:
+    mean cosine, 100 x mean(max(cos, 0)), and CLIPScore = 2.5 max(cos, 0) (Hessel et al. 2021)."""
+    options = dict(locals())
+    options.pop("out")
+    from difflab.eval.clip_score import evaluate_clip_score
+    from difflab.eval.distribution import write_report
+
+    try:
+        if model is not None:
+            from difflab.samplers import get_sampler
+
+            get_sampler(sampler)  # a clear error before any loading
+        report = evaluate_clip_score(**options)
+    except (ValueError, FileNotFoundError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    write_report(report, out)
+    values = ", ".join(f"{k} = {v:.4f}" for k, v in report["values"].items())
+    typer.echo(f"{values}  (N = {report['num_images']}, CLIP model {report['clip']['name']})")
+    typer.echo(f"report written to {out}")
 
 
 shapes_app = typer.Typer(

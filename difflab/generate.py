@@ -22,14 +22,28 @@ METADATA_KEY = "difflab"
 
 @dataclass
 class GenerationSettings:
-    """Everything that determines one generated image."""
+    """Everything that determines one generated image. ``sampler`` or ``guidance`` None means
+    the model's default (see :func:`complete_settings`)."""
 
     prompt: str
     model: str
-    sampler: str = "dpmpp_2m"
+    sampler: str | None = "dpmpp_2m"
     steps: int = 20
-    guidance: float = 5.0
+    guidance: float | None = 5.0
     seed: int = 0
+
+
+def complete_settings(pipeline, settings: list[GenerationSettings]) -> list[GenerationSettings]:
+    """Fill in the sampler and guidance a setting leaves open (None) with the pipeline's
+    defaults - a distilled model's folder names its own sampler (``lcm`` for a latent
+    consistency model) - so that every PNG records what actually ran."""
+    from dataclasses import replace
+
+    completed = []
+    for s in settings:
+        sampler, guidance, _ = pipeline.sampling_settings(s.sampler, s.guidance)
+        completed.append(replace(s, sampler=sampler, guidance=guidance))
+    return completed
 
 
 def save_png(image: Image.Image, path: Path, settings: GenerationSettings) -> None:

@@ -36,7 +36,7 @@ def classifier_free_guidance(
     model: Callable[..., torch.Tensor],
     cond: Any,
     uncond: Any,
-    scale: float,
+    scale: float | torch.Tensor,
     *,
     rescale: float = 0.0,
 ) -> Model:
@@ -46,10 +46,12 @@ def classifier_free_guidance(
     Both branches run in one batched call ``model(cat[x, x], cat[t, t], cat[uncond, cond])``;
     ``cond``/``uncond`` are tensors or dicts of tensors with the batch first (a dict is passed to
     the model as keyword arguments). ``scale = 1`` is the plain conditional model, ``0`` the
-    unconditional one. ``rescale`` = phi of Lin et al. 2024 (Eq. 15-16): the guided prediction
-    is rescaled to the per-sample standard deviation of the conditional one and mixed back with
-    weight phi, which counters over-exposure at high ``scale``. As in diffusers, it acts on the
-    model's own prediction (the paper states it for v-prediction).
+    unconditional one; a tensor broadcasting against x (e.g. [B, 1, 1, 1]) gives each sample its
+    own weight (guidance distillation draws one per sample). ``rescale`` = phi of Lin et al.
+    2024 (Eq. 15-16): the guided prediction is rescaled to the per-sample standard deviation of
+    the conditional one and mixed back with weight phi, which counters over-exposure at high
+    ``scale``. As in diffusers, it acts on the model's own prediction (the paper states it for
+    v-prediction).
     """
     if not 0.0 <= rescale <= 1.0:
         raise ValueError(f"guidance rescale must lie in [0, 1], got {rescale}.")

@@ -238,12 +238,12 @@ def oracle_table(
     for ``num_samples`` exact draws from the mixture (``sampler="exact"``): the Monte-Carlo
     noise floor of every statistic at this sample size.
     """
-    from difflab.samplers import SAMPLERS, get_sampler
+    from difflab.samplers import DISTILLED_SAMPLERS, SAMPLERS, get_sampler
 
     schedule = schedule or make_schedule("linear", 1000)
     mixture = example_mixture(dim)
     model = mixture.denoiser(schedule)
-    names = list(samplers) if samplers else list(SAMPLERS)
+    names = list(samplers) if samplers else [n for n in SAMPLERS if n not in DISTILLED_SAMPLERS]
     for name in names:
         get_sampler(name)  # fail fast on unknown names
     exact, _ = mixture.sample(num_samples, torch.Generator().manual_seed(seed + 1))

@@ -29,7 +29,13 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from difflab.schedules import NoiseSchedule, predicted_x0_and_eps, timesteps
+from difflab.schedules import (
+    NoiseSchedule,
+    consistency_function,
+    lcm_timesteps,
+    predicted_x0_and_eps,
+    timesteps,
+)
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -60,17 +66,21 @@ def _check_finite(tensor: torch.Tensor, what: str) -> None:
 
 
 def denoise(
-    model: Model, schedule: NoiseSchedule, x: torch.Tensor, t: int
+    model: Model, schedule: NoiseSchedule, x: torch.Tensor, t: int | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Call ``model`` at integer timestep ``t`` and return its (x0, eps) estimates."""
-    t_batch = torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device)
+    """Call ``model`` at integer timestep ``t`` (one for the batch, or a long tensor [B] of one
+    per sample) and return its (x0, eps) estimates."""
+    if torch.is_tensor(t) and t.ndim == 1:
+        t_batch, where = t.to(device=x.device, dtype=torch.long), "s (one per sample)"
+    else:
+        t_batch, where = torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device), t
     prediction = model(x, t_batch)
     if prediction.shape != x.shape:
         raise ValueError(
             f"the model returned shape {tuple(prediction.shape)} for input {tuple(x.shape)}; "
             "a denoiser must return a prediction shaped like its input."
         )
-    _check_finite(prediction, f"the model output at timestep {t}")
+    _check_finite(prediction, f"the model output at timestep {where}")
     return predicted_x0_and_eps(
         prediction, x, schedule.alpha_bar(t_batch, like=x), schedule.prediction_type
     )
@@ -196,6 +206,24 @@ def ddim(
         if callback is not None:
             callback(SamplerStep(i, t, x, x0))
     return x
+
+
+def ddim_step(
+    model: Model,
+    schedule: NoiseSchedule,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    t_next: torch.Tensor,
+) -> torch.Tensor:
+    """One deterministic DDIM step (Song et al. 2021, Eq. 12 with eta = 0) from per-sample
+    timesteps ``t`` [B] to ``t_next`` [B] (-1 = clean): x_t' = sqrt(abar_t') x0 + sqrt(1 - abar_t')
+    eps, with (x0, eps) the model's estimates at (x_t, t). The ODE solver that progressive and
+    consistency distillation query their teachers with (Salimans & Ho 2022, Alg. 2; Luo et al.
+    2023, Eq. 9); :func:`ddim` takes the same step along a sampling schedule."""
+    from difflab.diffusion import q_sample  # the same affine map as the forward process
+
+    x0, eps = denoise(model, schedule, x, t)
+    return q_sample(x0, t_next, schedule, eps)
 
 
 def ddim_invert(
@@ -440,6 +468,52 @@ def sde(
     return x
 
 
+def lcm(
+    model: Model,
+    schedule: NoiseSchedule,
+    x: torch.Tensor,
+    steps: int,
+    generator: torch.Generator | None = None,
+    *,
+    spacing: str | Sequence[int] = "lcm",
+    original_steps: int = 50,
+    timestep_scaling: float = 10.0,
+    callback: Callable[[SamplerStep], None] | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Multistep consistency sampling (Song et al. 2023, Alg. 1; Luo et al. 2023, Alg. 3) for
+    consistency models and latent consistency models (LCM, LCM-LoRA).
+
+    ``model`` is the raw network F of ``schedule.prediction_type``; the sampler applies the
+    boundary parameterisation f(x, t) = c_skip(t) x + c_out(t) x0(F) (see
+    :func:`difflab.schedules.consistency_function`). Each step jumps to f(x_t, t) and, except on
+    the last, re-noises it to the next timestep: x_t' = sqrt(abar_t') f + sqrt(1 - abar_t') z.
+    ``spacing = "lcm"`` visits the timesteps diffusers' LCMScheduler visits
+    (:func:`difflab.schedules.lcm_timesteps` on a solver grid of ``original_steps`` intervals,
+    the grid the model was distilled on); other spacings and explicit sequences work as for the
+    other samplers. With the same generator this equals diffusers' LCMScheduler step by step.
+    """
+    if isinstance(spacing, str) and spacing == "lcm":
+        _check_finite(x, "the starting tensor")
+        spacing = lcm_timesteps(schedule, steps, original_steps).tolist()
+    ts, prevs, iterate = _plan(schedule, x, steps, spacing, progress, "lcm")
+    for i, (t, t_prev) in enumerate(iterate(list(zip(ts, prevs, strict=True)))):
+        x0, _ = denoise(model, schedule, x, t)
+        denoised = consistency_function(x, x0, t, timestep_scaling)
+        if i < len(ts) - 1:
+            abar_prev = _alpha_bar(schedule, t_prev)
+            x = abar_prev**0.5 * denoised + (1 - abar_prev) ** 0.5 * _noise_like(x, generator)
+        else:
+            x = denoised
+        if callback is not None:
+            callback(SamplerStep(i, t, x, denoised))
+    return x
+
+
+DISTILLED_SAMPLERS = ("lcm",)
+"""Samplers that need a distilled model (a consistency function), not any denoiser: the
+analytic oracle (``difflab oracle``) leaves them out."""
+
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "ddpm": ddpm,
     "ddim": ddim,
@@ -447,6 +521,7 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
     "heun": heun,
     "dpmpp_2m": dpmpp_2m,
     "sde": sde,
+    "lcm": lcm,
 }
 """Samplers by name (``ddim_invert`` maps data to noise and is not listed)."""
 

@@ -282,3 +282,63 @@ def prediction_from_x0_and_eps(
     raise ValueError(
         f"unknown prediction_type {prediction_type!r}; use one of {', '.join(PREDICTION_TYPES)}."
     )
+
+
+# ---- consistency models (Song et al. 2023; Luo et al. 2023) ----
+
+
+def solver_timesteps(schedule: NoiseSchedule, num_intervals: int) -> torch.Tensor:
+    """The increasing timestep grid that consistency distillation and consistency training step
+    along: t_min = 0, then the N-step trailing grid (:func:`timesteps`) from its least noisy
+    entry up to T - 1. When N divides T this is 0, k - 1, 2k - 1, ..., T - 1 with the skip
+    k = T / N ("skipping-step", Luo et al. 2023, Sec. 4.3; the DDIM solver grid of the LCM code).
+    Neighbours are one solver step apart; the boundary condition f(x, t_min) = x holds at 0."""
+    T = schedule.num_train_timesteps
+    if not isinstance(num_intervals, int) or not 1 <= num_intervals <= T // 2:
+        raise ValueError(
+            f"the solver grid needs between 1 and {T // 2} intervals (skip >= 2) on this "
+            f"{T}-step schedule, got {num_intervals!r}."
+        )
+    upper = timesteps(schedule, num_intervals, "trailing").flip(0)
+    return torch.cat([torch.zeros(1, dtype=torch.long), upper])
+
+
+def lcm_timesteps(
+    schedule: NoiseSchedule, num_steps: int, original_steps: int = 50
+) -> torch.Tensor:
+    """The decreasing timesteps of multistep latent-consistency sampling (Luo et al. 2023,
+    Alg. 3): ``num_steps`` entries evenly spaced by index along the solver grid the model was
+    distilled on (``original_steps`` intervals, :func:`solver_timesteps` without t_min),
+    starting at its noisiest entry - the timesteps diffusers' LCMScheduler visits whenever
+    ``original_steps`` divides T (its grid is k - 1, ..., original_steps * k - 1, k = T //
+    original_steps)."""
+    if not isinstance(num_steps, int) or not 1 <= num_steps <= original_steps:
+        raise ValueError(
+            f"consistency sampling takes 1 to {original_steps} steps (the solver grid the model "
+            f"was distilled on has {original_steps} intervals), got {num_steps!r}."
+        )
+    grid = solver_timesteps(schedule, original_steps)[1:].flip(0)
+    picks = np.floor(np.linspace(0, original_steps, num_steps, endpoint=False)).astype(np.int64)
+    return grid[torch.as_tensor(picks)]
+
+
+def consistency_scalings(
+    t: torch.Tensor | int, timestep_scaling: float = 10.0, sigma_data: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The boundary-condition scalings of a consistency model on integer timesteps (Song et al.
+    2023, Eq. 7 with c_skip and c_out of Appendix C, in the discrete form of Luo et al. 2023,
+    Eq. 8): with s = t * timestep_scaling, c_skip = sigma_data^2 / (s^2 + sigma_data^2) and
+    c_out = s / sqrt(s^2 + sigma_data^2), so c_skip(0) = 1 and c_out(0) = 0 exactly: f(x, 0) = x.
+    Returns float64 tensors shaped like ``t``."""
+    s = torch.as_tensor(t, dtype=torch.float64) * timestep_scaling
+    return sigma_data**2 / (s**2 + sigma_data**2), s / (s**2 + sigma_data**2).sqrt()
+
+
+def consistency_function(
+    x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor | int, timestep_scaling: float = 10.0
+) -> torch.Tensor:
+    """f(x_t, t) = c_skip(t) x_t + c_out(t) x0, where ``x0`` is the network's clean-sample
+    estimate (Song et al. 2023, Eq. 7; Luo et al. 2023, Eq. 8); ``t`` an int or one timestep per
+    sample [B]."""
+    c_skip, c_out = consistency_scalings(t, timestep_scaling)
+    return _broadcast(c_skip, x_t) * x_t + _broadcast(c_out, x_t) * x0

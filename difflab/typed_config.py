@@ -44,3 +44,15 @@ def from_dict(cls: type, values: dict[str, Any], source: str = "config") -> Any:
         )
     hints = get_type_hints(cls)
     return cls(**{k: check_value(k, v, hints[k], source) for k, v in values.items()})
+
+
+def without_class_name(data: dict[str, Any], expected: str, what: str, source: str) -> dict:
+    """A copy of a stored config without its ``_class_name``, which must be ``expected``; a
+    ValueError saying what the file is not otherwise."""
+    data = dict(data)
+    kind = data.pop("_class_name", None)
+    if kind != expected:
+        raise ValueError(
+            f"{source}: not a difflab {what} config (_class_name {kind!r}, expected {expected!r})"
+        )
+    return data

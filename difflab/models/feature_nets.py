@@ -33,9 +33,6 @@ name or a folder.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -124,13 +121,9 @@ class FeatureNetConfig:
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> FeatureNetConfig:
         """Rebuild from :meth:`to_dict` output; unknown keys are refused."""
-        data = dict(data)
-        kind = data.pop("_class_name", None)
-        if kind != CLASS_NAME:
-            raise ValueError(
-                f"{source}: not a difflab feature network config (_class_name {kind!r}, "
-                f"expected {CLASS_NAME!r})"
-            )
+        from difflab.typed_config import without_class_name
+
+        data = without_class_name(data, CLASS_NAME, "feature network", source)
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -309,16 +302,9 @@ def save_feature_network(
     hidden sibling folder that then replaces ``folder`` in one rename. An existing ``folder``
     must itself be a feature network folder (anything else is refused, never deleted).
     ``extra`` files (name -> text, e.g. a model card) are written alongside."""
-    folder = Path(folder)
-    if folder.exists() and not is_feature_network_folder(folder):
-        if not folder.is_dir() or any(folder.iterdir()):
-            raise FileExistsError(
-                f"{folder} exists and is not a feature network folder; choose a new or empty folder"
-            )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    os.chmod(staging, 0o755)  # mkdtemp makes it private; a package folder must be readable
-    try:
+    from difflab.storage import write_folder_atomically
+
+    def fill(staging: Path) -> None:
         tensors = {
             k: (v.to(dtype) if dtype is not None else v).detach().cpu().contiguous()
             for k, v in net.state_dict().items()
@@ -327,20 +313,8 @@ def save_feature_network(
         (staging / CONFIG_FILE).write_text(json.dumps(net.config.to_dict(), indent=2) + "\n")
         for name, text in (extra or {}).items():
             (staging / name).write_text(text)
-        for path in staging.iterdir():
-            os.chmod(path, 0o644)  # safetensors writes owner-only files
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            os.replace(staging, folder)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return folder
+
+    return write_folder_atomically(Path(folder), fill, is_feature_network_folder, "feature network")
 
 
 def load_feature_network(name_or_folder: str | Path, resize: bool = False) -> FeatureNet:

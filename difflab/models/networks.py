@@ -154,7 +154,7 @@ def guidance_embedding(scale: torch.Tensor, dim: int) -> torch.Tensor:
     diffusers samples these models as difflab does."""
     # Written out rather than taken from diffusers' get_timestep_embedding: the two formulas
     # agree only to ~1e-3 at these large arguments, and plain diffusers computes this one.
-    w = (torch.as_tensor(scale, dtype=torch.float32).reshape(-1) - 1.0) * 1000.0
+    w = (torch.as_tensor(scale, dtype=torch.float32).reshape(-1).cpu() - 1.0) * 1000.0
     half = dim // 2
     frequencies = torch.exp(torch.arange(half) * -(torch.log(torch.tensor(10000.0)) / (half - 1)))
     angles = w[:, None] * frequencies[None, :]
@@ -175,7 +175,7 @@ def guidance_condition(model, scale: torch.Tensor | float | None, batch: int) ->
             f"{dim}); pass the weight (e.g. guidance=5.0) instead of running classifier-free "
             "guidance around it."
         )
-    scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1).expand(batch)
+    scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1).cpu().expand(batch)
     device = next(getattr(model, "module", model).parameters()).device
     return {"timestep_cond": guidance_embedding(scale, dim).to(device)}
 

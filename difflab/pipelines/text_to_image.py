@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +20,26 @@ from PIL import Image
 
 from difflab import samplers
 from difflab.guidance import classifier_free_guidance
-from difflab.models.networks import call_denoiser
+from difflab.models.networks import call_denoiser, guidance_condition, guidance_input_dim
 from difflab.models.text_encoder import PromptEncoder, load_text_encoder
 from difflab.schedules import NoiseSchedule
 
 DENOISER_CLASSES = ("UNet2DConditionModel", "PixArtTransformer2DModel")
 PIXEL_TEXT_TO_IMAGE = "DifflabPixelTextToImagePipeline"  # model_index.json of pixel-space folders
+SAMPLING_KEY = "_difflab_sampling"  # in model_index.json; diffusers skips keys starting with "_"
+DEFAULT_SAMPLER, DEFAULT_GUIDANCE = "dpmpp_2m", 5.0
+
+
+def sampling_defaults_from_scheduler(config: dict) -> dict:
+    """The sampling defaults a diffusers scheduler config implies: multistep consistency
+    sampling (``lcm``) for an ``LCMScheduler`` folder, none otherwise."""
+    if config.get("_class_name") != "LCMScheduler":
+        return {}
+    options = {
+        "original_steps": config.get("original_inference_steps", 50),
+        "timestep_scaling": config.get("timestep_scaling", 10.0),
+    }
+    return {"sampler": "lcm", "sampler_options": options}
 
 
 def schedule_from_diffusers_config(config: dict) -> NoiseSchedule:
@@ -69,6 +83,15 @@ class TextToImagePipeline:
     ``vae=None`` the model denoises pixels directly (the pixel-space baseline latent diffusion is
     measured against); such folders are difflab's own (:data:`PIXEL_TEXT_TO_IMAGE`), since
     StableDiffusionPipeline needs a VAE.
+
+    ``defaults`` are the sampling settings a distilled model needs, used when a call names no
+    sampler or guidance: ``{"sampler": name, "sampler_options": {...}, "guidance": w}`` (e.g.
+    ``lcm`` for a latent consistency model, ``ddim`` with trailing spacing for a progressively
+    distilled student). They are stored in model_index.json under ``_difflab_sampling`` and
+    decide the scheduler plain diffusers gets (LCMScheduler for ``lcm``). Without them a call
+    uses dpmpp_2m at guidance 5. A denoiser that takes the guidance weight as an input
+    (``time_cond_proj_dim``, see :func:`~difflab.models.networks.guidance_embedding`) gets
+    ``guidance`` that way instead of through classifier-free guidance.
     """
 
     unet: torch.nn.Module
@@ -76,6 +99,7 @@ class TextToImagePipeline:
     prompt_encoder: PromptEncoder
     schedule: NoiseSchedule
     name: str = ""
+    defaults: dict = field(default_factory=dict)
 
     # ---- construction and storage ----
 
@@ -117,6 +141,7 @@ class TextToImagePipeline:
             prompt_encoder=PromptEncoder(tokenizer, text_encoder),
             schedule=schedule_from_diffusers_config(config),
             name=folder.name,
+            defaults=index.get(SAMPLING_KEY) or sampling_defaults_from_scheduler(config),
         )
 
     @classmethod
@@ -128,6 +153,9 @@ class TextToImagePipeline:
             vae=pipe.vae,
             prompt_encoder=PromptEncoder(pipe.tokenizer, pipe.text_encoder),
             schedule=schedule_from_diffusers_config(dict(pipe.scheduler.config)),
+            defaults=sampling_defaults_from_scheduler(
+                {**pipe.scheduler.config, "_class_name": type(pipe.scheduler).__name__}
+            ),
         )
 
     def to_diffusers(self):
@@ -160,24 +188,37 @@ class TextToImagePipeline:
 
     def diffusers_scheduler(self):
         """diffusers' DDIMScheduler on this pipeline's noise schedule, as StableDiffusionPipeline
-        wants it (leading spacing, ``steps_offset = 1``)."""
-        from diffusers import DDIMScheduler
+        wants it (leading spacing, ``steps_offset = 1``) - or, for a distilled model (see
+        :attr:`defaults`), the LCMScheduler of its solver grid and boundary scalings (default
+        sampler ``lcm``) or a trailing DDIMScheduler (default ``ddim`` with trailing spacing).
+        StableDiffusionPipeline gives a denoiser with a guidance input ``guidance_scale - 1``
+        itself, and no classifier-free guidance, as difflab does."""
+        from diffusers import DDIMScheduler, LCMScheduler
 
-        return DDIMScheduler(
-            num_train_timesteps=self.schedule.num_train_timesteps,
-            trained_betas=self.schedule.betas.float().tolist(),
-            prediction_type=self.schedule.prediction_type,
-            clip_sample=False,
-            set_alpha_to_one=True,
-            steps_offset=1,  # StableDiffusionPipeline forces 1 (see latents' docstring)
-            timestep_spacing="leading",
-        )
+        schedule = {
+            "num_train_timesteps": self.schedule.num_train_timesteps,
+            "trained_betas": self.schedule.betas.float().tolist(),
+            "prediction_type": self.schedule.prediction_type,
+            "clip_sample": False,
+            "set_alpha_to_one": True,
+            "steps_offset": 1,  # StableDiffusionPipeline forces 1 (see latents' docstring)
+        }
+        sampler, options = self.defaults.get("sampler"), self.defaults.get("sampler_options", {})
+        if sampler == "lcm":
+            return LCMScheduler(
+                **schedule,
+                original_inference_steps=options.get("original_steps", 50),
+                timestep_scaling=options.get("timestep_scaling", 10.0),
+            )
+        trailing = sampler == "ddim" and options.get("spacing") == "trailing"
+        return DDIMScheduler(**schedule, timestep_spacing="trailing" if trailing else "leading")
 
     def _save_pixel_folder(self, folder: Path) -> None:
         """The folder of a pixel-space model: the same components as a StableDiffusionPipeline
         folder minus the VAE, under :data:`PIXEL_TEXT_TO_IMAGE`."""
         self.unet.save_pretrained(folder / "unet", safe_serialization=True)
-        self.diffusers_scheduler().save_pretrained(folder / "scheduler")
+        scheduler = self.diffusers_scheduler()
+        scheduler.save_pretrained(folder / "scheduler")
         self.prompt_encoder.tokenizer.save_pretrained(folder / "tokenizer")
         self.prompt_encoder.text_encoder.save_pretrained(
             folder / "text_encoder", safe_serialization=True
@@ -188,7 +229,7 @@ class TextToImagePipeline:
             "vae": [None, None],
             "text_encoder": ["transformers", type(self.prompt_encoder.text_encoder).__name__],
             "tokenizer": ["transformers", type(self.prompt_encoder.tokenizer).__name__],
-            "scheduler": ["diffusers", "DDIMScheduler"],
+            "scheduler": ["diffusers", type(scheduler).__name__],
         }
         (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
@@ -204,14 +245,16 @@ class TextToImagePipeline:
             self._save_pixel_folder(folder)
         else:
             self.to_diffusers().save_pretrained(folder, safe_serialization=True)
+        index_path = folder / "model_index.json"
+        index = json.loads(index_path.read_text())
         if not include_text_encoder:
             import shutil
 
             shutil.rmtree(folder / "text_encoder")
-            index_path = folder / "model_index.json"
-            index = json.loads(index_path.read_text())
             index["text_encoder"] = [None, None]
-            index_path.write_text(json.dumps(index, indent=2) + "\n")
+        if self.defaults:
+            index[SAMPLING_KEY] = self.defaults
+        index_path.write_text(json.dumps(index, indent=2) + "\n")
 
     # ---- sampling ----
 
@@ -220,13 +263,60 @@ class TextToImagePipeline:
         size = self.unet.config.sample_size
         return (self.unet.config.in_channels, size, size)
 
-    def denoiser(self) -> Callable[..., torch.Tensor]:
-        """The conditional model ``model(x_t, t, context)`` the samplers and guidance wrap."""
+    @property
+    def guidance_embedded(self) -> bool:
+        """Whether the denoiser takes the guidance weight as an input (a guidance-distilled
+        student or an LCM) rather than running classifier-free guidance."""
+        return guidance_input_dim(self.unet) is not None
 
-        def model(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-            return call_denoiser(self.unet, x, t, encoder_hidden_states=context)
+    def sampling_settings(
+        self, sampler: str | None = None, guidance: float | None = None, **sampler_options
+    ) -> tuple[str, float, dict]:
+        """The (sampler, guidance, sampler options) a call runs: what it names, else the folder's
+        :attr:`defaults`, else dpmpp_2m at guidance 5. The default sampler's stored options apply
+        whenever that sampler runs; options given in the call win."""
+        default = self.defaults.get("sampler", DEFAULT_SAMPLER)
+        sampler = sampler or default
+        if sampler == default:
+            sampler_options = {**self.defaults.get("sampler_options", {}), **sampler_options}
+        if guidance is None:
+            guidance = self.defaults.get("guidance", DEFAULT_GUIDANCE)
+        return sampler, float(guidance), sampler_options
+
+    def denoiser(self) -> Callable[..., torch.Tensor]:
+        """The conditional model ``model(x_t, t, context, guidance=None)`` the samplers and
+        guidance wrap (``guidance``: the weight, for a denoiser that takes it as an input)."""
+
+        def model(
+            x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, guidance=None
+        ) -> torch.Tensor:
+            condition = guidance_condition(self.unet, guidance, x.shape[0])
+            return call_denoiser(self.unet, x, t, encoder_hidden_states=context, **condition)
 
         return model
+
+    def conditioned_model(
+        self, prompts: Sequence[str], num_images_per_prompt: int, guidance: float
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``model(x_t, t)`` for the samplers: conditioned on the prompts (each repeated
+        ``num_images_per_prompt`` times) and guided with weight ``guidance`` - by
+        classifier-free guidance, or as the input of a denoiser that takes it."""
+        context = self.prompt_encoder(list(prompts)).repeat_interleave(num_images_per_prompt, 0)
+        model = self.denoiser()
+        if self.guidance_embedded:
+
+            def embedded(x, t):
+                return model(x, t, context, guidance)
+
+            return embedded
+        if guidance != 1.0:
+            empty = self.prompt_encoder([""], warn=False).expand_as(context)
+            return classifier_free_guidance(model, context, empty, guidance)
+
+        def conditional(x, t):
+            return model(x, t, context)
+
+        return conditional
 
     def initial_noise(self, count: int, seed: int | Sequence[torch.Generator]) -> torch.Tensor:
         """Starting latents, one generator per image (seed, seed + 1, ...), so an image does not
@@ -248,32 +338,27 @@ class TextToImagePipeline:
         prompts: str | Sequence[str],
         num_images_per_prompt: int = 1,
         steps: int = 20,
-        guidance: float = 5.0,
-        sampler: str = "dpmpp_2m",
+        guidance: float | None = None,
+        sampler: str | None = None,
         seed: int | Sequence[torch.Generator] = 0,
         callback=None,
         progress: bool = False,
         **sampler_options,
     ) -> torch.Tensor:
         """Sample latents [N, C, h, w] (N = len(prompts) * num_images_per_prompt, grouped by
-        prompt). ``guidance`` is the classifier-free guidance weight (1 = off)."""
+        prompt). ``guidance`` is the classifier-free guidance weight (1 = off); ``sampler``,
+        ``guidance`` and the sampler's options default to :meth:`sampling_settings`."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("give at least one prompt.")
         if num_images_per_prompt < 1:
             raise ValueError("num_images_per_prompt must be at least 1.")
+        sampler, guidance, sampler_options = self.sampling_settings(
+            sampler, guidance, **sampler_options
+        )
         count = len(prompts) * num_images_per_prompt
         device = next(self.unet.parameters()).device
-        context = self.prompt_encoder(prompts).repeat_interleave(num_images_per_prompt, dim=0)
-        model = self.denoiser()
-        if guidance != 1.0:
-            empty = self.prompt_encoder([""], warn=False).expand_as(context)
-            guided = classifier_free_guidance(model, context, empty, guidance)
-        else:
-
-            def guided(x, t):
-                return model(x, t, context)
-
+        guided = self.conditioned_model(prompts, num_images_per_prompt, guidance)
         x_T = self.initial_noise(count, seed).to(device)
         noise_seed = seed if isinstance(seed, int) else 0
         generator = torch.Generator().manual_seed(noise_seed + 10_000_019)
@@ -295,8 +380,8 @@ class TextToImagePipeline:
         prompts: str | Sequence[str],
         num_images_per_prompt: int = 1,
         steps: int = 20,
-        guidance: float = 5.0,
-        sampler: str = "dpmpp_2m",
+        guidance: float | None = None,
+        sampler: str | None = None,
         seed: int = 0,
         **options,
     ) -> list[Image.Image]:

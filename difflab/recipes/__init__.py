@@ -17,13 +17,17 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 def _kinds() -> dict:
-    from difflab.recipes import features, pixel, text_to_image, vae
+    from difflab.recipes import clip, distill, features, pixel, text_to_image, vae
 
     return {
         "vae": (vae.VAERecipe, vae.run),
         "pixel": (pixel.PixelRecipe, pixel.run),
         "text_to_image": (text_to_image.TextToImageRecipe, text_to_image.run),
         "features": (features.FeaturesRecipe, features.run),
+        "clip": (clip.CLIPRecipe, clip.run),
+        "progressive": (distill.ProgressiveRecipe, distill.run_progressive),
+        "consistency": (distill.ConsistencyRecipe, distill.run_consistency),
+        "lcm_lora": (distill.LCMLoRARecipe, distill.run_lcm_lora),
     }
 
 

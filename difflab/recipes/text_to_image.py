@@ -220,6 +220,19 @@ def load_frozen_vae(folder: str) -> tuple[Path | None, object]:
     return vae_path, vae.eval().requires_grad_(False)
 
 
+def grid_sample_fn(pipeline_of, **call_options):
+    """A Trainer ``sample_fn`` that writes ``samples/step_XXXXXXXX.png``: one image per
+    :data:`SAMPLE_PROMPTS` from ``pipeline_of(model)(prompts, seed=0, **call_options)``."""
+
+    def sample_fn(model, step: int, out_dir: Path) -> None:
+        images = pipeline_of(model)(list(SAMPLE_PROMPTS), seed=0, **call_options)
+        path = Path(out_dir) / "samples" / f"step_{step:08d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image_grid(images, columns=len(SAMPLE_PROMPTS)).save(path)
+
+    return sample_fn
+
+
 def run(
     options: TextToImageRecipe, config: TrainConfig, out: Path, resume: bool, overwrite: bool
 ) -> dict:
@@ -256,16 +269,9 @@ def run(
     def pipeline_of(model) -> TextToImagePipeline:
         return TextToImagePipeline(model, vae, prompt_encoder, schedule, name="shapes-t2i")
 
-    def sample_fn(model, step, out_dir):
-        pipeline = pipeline_of(model)
-        images = pipeline(
-            list(SAMPLE_PROMPTS), steps=options.sample_steps, guidance=options.sample_guidance,
-            seed=0,
-        )  # fmt: skip
-        path = Path(out_dir) / "samples" / f"step_{step:08d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image_grid(images, columns=len(SAMPLE_PROMPTS)).save(path)
-
+    sample_fn = grid_sample_fn(
+        pipeline_of, steps=options.sample_steps, guidance=options.sample_guidance
+    )
     result = train(
         config, unet, objective, data, out, sample_fn=sample_fn, resume=resume, overwrite=overwrite
     )

@@ -112,7 +112,11 @@ def train(
     Args:
         config: the :class:`TrainConfig`.
         model: an initialised ``nn.Module``; its parameters with ``requires_grad`` are trained
-            (freeze a teacher or a text encoder inside it with ``requires_grad_(False)``).
+            (freeze a teacher or a text encoder inside it with ``requires_grad_(False)``). If it
+            has a method ``after_optimizer_step()``, that is called after every optimizer update
+            (before the EMA update): state it changes there, kept in the module's parameters or
+            buffers (a target network, an update counter), is checkpointed with the model, so a
+            resumed run continues exactly.
         objective: ``objective(model, batch, generator) -> scalar loss``, e.g.
             :func:`difflab.train.diffusion_objective`. All its randomness must come from
             ``generator`` (or the global RNGs), which the Trainer seeds and checkpoints.
@@ -245,8 +249,12 @@ def train(
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-        if ema is not None and not accelerator.optimizer_step_was_skipped:
-            ema.update(raw_model)
+        if not accelerator.optimizer_step_was_skipped:
+            after_update = getattr(raw_model, "after_optimizer_step", None)
+            if after_update is not None:
+                after_update()  # e.g. consistency distillation's EMA target network
+            if ema is not None:
+                ema.update(raw_model)
         step += 1
         loss_value = float(accelerator.reduce(loss_sum / config.grad_accum_steps, "mean"))
         if not math.isfinite(loss_value):

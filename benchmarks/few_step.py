@@ -1,0 +1,218 @@
+"""Few-step generation measured: ShapesEval overall and FID at 1, 2, 4 and 8 steps for the teacher
+(DDIM on the trailing grid, DPM-Solver++(2M)), its progressively distilled students (the student of
+N steps for N steps), its latent consistency model and its LCM-LoRA, against the teacher at 50
+steps (dpmpp_2m); wall time per image; every figure also as a ratio to the 50-step teacher's.
+Writes docs/reports/few_step.md, .json and .png.
+
+    python benchmarks/few_step.py --teacher shapes-t2i \\
+        --progressive runs/distill-progressive --lcm runs/distill-lcm/pipeline \\
+        --lcm-lora runs/distill-lcm-lora/lora [--fid-images 1000] [--images-per-prompt 1]
+
+Methods whose model is not given are skipped. A smoke check on tiny folders (a few prompts, no
+FID) runs in seconds: ``--prompts 6 --fid-images 0 --report-dir /tmp/few_step``.
+
+Each cell is one call of difflab.eval.text_to_image.evaluate_text_to_image (the whole ShapesEval
+suite, ``--images-per-prompt`` each, and ``--fid-images`` images prompted by the captions of the
+shapes validation scenes they are compared with), from the same starting noise for every model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from sampling_sweeps import machine
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = (1, 2, 4, 8)
+REFERENCE = {"method": "teacher (reference)", "sampler": "dpmpp_2m", "steps": 50}
+
+
+def models(args) -> dict:
+    """Loaders for the methods given on the command line: name -> (steps -> pipeline or None)."""
+    from difflab.distill import load_lcm_lora
+    from difflab.zoo import load_pipeline
+
+    teacher = load_pipeline(args.teacher)
+    trailing_ddim = {"sampler": "ddim", "sampler_options": {"spacing": "trailing"}}
+    found = {
+        "teacher ddim": lambda n: dataclasses.replace(teacher, defaults=trailing_ddim),
+        "teacher dpmpp_2m": lambda n: dataclasses.replace(teacher, defaults={}),
+    }
+    if args.progressive:
+        students = {}
+
+        def student(n: int):
+            folder = Path(args.progressive) / f"steps-{n}" / "pipeline"
+            if n not in students:
+                students[n] = load_pipeline(folder) if folder.is_dir() else None
+            return students[n]
+
+        found["progressive"] = student
+    if args.lcm:
+        lcm = load_pipeline(args.lcm)
+        found["LCM"] = lambda n: lcm
+    if args.lcm_lora:
+        with_lora = load_lcm_lora(load_pipeline(args.teacher), args.lcm_lora)
+        found["LCM-LoRA"] = lambda n: with_lora
+    return found
+
+
+def run_cells(args) -> list[dict]:
+    from difflab.eval.shapes import load_suite
+    from difflab.eval.text_to_image import Reference, evaluate_text_to_image
+
+    reference = Reference.shapes(args.fid_images) if args.fid_images else None
+    suite = load_suite()
+    suite = suite[: args.prompts] if args.prompts else suite
+    loaders = models(args)
+    cells = [(REFERENCE["method"], "teacher dpmpp_2m", REFERENCE["steps"])]
+    cells += [(name, name, n) for name in loaders for n in args.steps]
+    results = []
+    for method, loader, steps in cells:
+        pipeline = loaders[loader](steps)
+        if pipeline is None:
+            print(f"{method:>18} {steps:>2} steps: no model, skipped", flush=True)
+            continue
+        # the LCM-LoRA samples at its own guidance (1: the guided teacher is distilled in)
+        wanted = None if method == "LCM-LoRA" else args.guidance
+        sampler, guidance, _ = pipeline.sampling_settings(None, wanted)
+        result = evaluate_text_to_image(
+            pipeline, steps=steps, sampler=sampler, guidance=guidance, suite=suite,
+            images_per_prompt=args.images_per_prompt, reference=reference,
+            batch_size=args.batch_size,
+        )  # fmt: skip
+        row = {"method": method, "sampler": sampler, "steps": steps, "guidance": guidance, **result}
+        results.append(row)
+        print(
+            f"{method:>18} {steps:>2} steps ({sampler}, w={guidance:g}): ShapesEval "
+            f"{result['shapes']['overall']:.3f}  FID {result.get('fid', float('nan')):.2f}  "
+            f"{result['seconds_per_image']:.4f} s/image",
+            flush=True,
+        )
+    add_ratios(results)
+    return results
+
+
+def add_ratios(results: list[dict]) -> None:
+    """Each cell's ShapesEval, FID and time per image over the 50-step teacher's."""
+    ref = results[0]
+    for row in results:
+        row["ratio"] = {
+            "shapes": _ratio(row["shapes"]["overall"], ref["shapes"]["overall"]),
+            "fid": _ratio(row.get("fid"), ref.get("fid")),
+            "time": _ratio(row["seconds_per_image"], ref["seconds_per_image"]),
+        }
+
+
+def _ratio(value, reference) -> float:
+    if value is None or not reference:
+        return float("nan")
+    return value / reference
+
+
+def print_ratios(results: list[dict]) -> None:
+    print("\nratios to the teacher at 50 steps (ShapesEval: higher is better; FID, time: lower)")
+    for row in results[1:]:
+        r = row["ratio"]
+        print(
+            f"{row['method']:>18} {row['steps']:>2} steps: ShapesEval x{r['shapes']:.2f}  "
+            f"FID x{r['fid']:.2f}  time x{r['time']:.3f}"
+        )
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref, rows = results[0], results[1:]
+    panels = [("ShapesEval overall (higher is better)", lambda r: r["shapes"]["overall"])]
+    if "fid" in ref:
+        panels.append(("FID (lower is better)", lambda r: r["fid"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    steps = sorted({r["steps"] for r in rows})
+    for ax, (title, value) in zip(axes[0], panels, strict=True):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            cells = [r for r in rows if r["method"] == method]
+            ax.plot([r["steps"] for r in cells], [value(r) for r in cells], "o-", label=method)
+        ax.axhline(value(ref), color="k", ls="--", lw=1, label="teacher, 50 steps")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(steps, [str(n) for n in steps])
+        ax.set_xlabel("sampling steps (model calls; CFG doubles the teacher's)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def write_report(args, results: list[dict], seconds: float) -> Path:
+    out = Path(args.report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot(results, out / "few_step.png")
+    (out / "few_step.json").write_text(json.dumps(results, indent=1) + "\n")
+    nan = float("nan")
+    lines = [
+        "# Few-step generation: distilled students against their teacher",
+        "",
+        f"Command: `python {shlex.join(sys.argv)}`  ",
+        f"Machine: {machine()}  ",
+        f"Date: {datetime.date.today().isoformat()}; total time {seconds / 60:.1f} min.",
+        "",
+        f"Teacher `{args.teacher}`; ShapesEval on the default suite ({args.prompts or 'all'} "
+        f"prompts x {args.images_per_prompt} "
+        f"image(s)); FID on shapes-features against {args.fid_images} shapes validation renders "
+        "(0: not measured). Guidance w: the teacher's classifier-free guidance weight, the "
+        "progressive student's and the LCM's input w; the LCM-LoRA distils one w and samples "
+        "without guidance. The teacher's DDIM visits the trailing grid (Lin et al. 2024), as the "
+        "progressive students do. Ratios: the cell's figure over the 50-step teacher's.",
+        "",
+        "![few-step generation](few_step.png)",
+        "",
+        "| method | sampler | steps | w | ShapesEval | FID | s/image | ShapesEval ratio | "
+        "FID ratio | time ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        ratio = r["ratio"]
+        lines.append(
+            f"| {r['method']} | {r['sampler']} | {r['steps']} | {r['guidance']:g} | "
+            f"{r['shapes']['overall']:.3f} | {r.get('fid', nan):.2f} | "
+            f"{r['seconds_per_image']:.4f} | {ratio['shapes']:.2f} | {ratio['fid']:.2f} | "
+            f"{ratio['time']:.3f} |"
+        )
+    path = out / "few_step.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", default="shapes-t2i", help="shipped name or folder")
+    parser.add_argument("--progressive", help="run folder of distill-progressive (steps-N/)")
+    parser.add_argument("--lcm", help="pipeline folder of distill-lcm")
+    parser.add_argument("--lcm-lora", help="LoRA folder of distill-lcm-lora (its lora/)")
+    parser.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
+    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--images-per-prompt", type=int, default=1)
+    parser.add_argument("--prompts", type=int, default=0, help="first N suite prompts (0: all)")
+    parser.add_argument("--fid-images", type=int, default=1000, help="0 skips FID")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--report-dir", default=str(ROOT / "docs" / "reports"))
+    args = parser.parse_args()
+    began = time.perf_counter()
+    results = run_cells(args)
+    print_ratios(results)
+    print(f"wrote {write_report(args, results, time.perf_counter() - began)}")
+
+
+if __name__ == "__main__":
+    main()

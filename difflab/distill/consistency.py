@@ -1,0 +1,191 @@
+"""Consistency distillation and consistency training (Song et al. 2023), in the latent,
+guided, skipping-step form of latent consistency models (LCM, Luo et al. 2023) and of LCM-LoRA
+(Luo et al. 2023b).
+
+A consistency function maps any point of a probability-flow ODE trajectory to its start:
+f(x, t) = c_skip(t) x + c_out(t) x0-hat(F_theta(x, w, t)) with c_skip(0) = 1, c_out(0) = 0, so
+f(x, t_min) = x holds by construction (Song et al. 2023, Eq. 7; Luo et al. 2023, Eq. 8; see
+:func:`difflab.schedules.consistency_function`). Training makes f agree on neighbouring points
+of a trajectory (Luo et al. 2023, Eq. 9 / Song et al. 2023, Eq. 10):
+
+    L = E d( f_theta(z_{t_{n+k}}, w, c, t_{n+k}),  f_theta-(z-hat_{t_n}, w, c, t_n) )
+
+- **distillation** (LCM): z-hat_{t_n} is one DDIM step of the *guided* teacher from
+  z_{t_{n+k}}, skipping k trained timesteps (the solver grid of
+  :func:`~difflab.schedules.solver_timesteps`); w is drawn per example and fed to the student
+  (the augmented PF-ODE of Luo et al. 2023, Eq. 6-7);
+- **training without a teacher** (Song et al. 2023, Alg. 3): z-hat_{t_n} = alpha_{t_n} x +
+  sigma_{t_n} z with the same data x and noise z that made z_{t_{n+1}} (the one-sample estimate
+  of the score), on a grid of N(k) points and a target decay mu(k) that grow during training
+  (Appendix C);
+- **LCM-LoRA**: the student is the frozen teacher plus a LoRA adapter; the teacher is the same
+  network with the adapter switched off, and the target is the online student without
+  gradients (``target_decay = 0``, as the LCM-LoRA code does).
+
+theta- is the target network: an EMA of the student with decay mu (0.95 in LCM), kept as a
+frozen sub-module and updated in :meth:`ConsistencyDistillation.after_optimizer_step`, which the
+Trainer calls after every optimizer update - so the target and the update counter are saved
+in, and restored from, every checkpoint with the student, and a resumed run is bit-identical.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from difflab.diffusion import q_sample
+from difflab.distill.common import (
+    conditional_denoiser,
+    frozen,
+    guided_denoiser,
+    index_on_grid,
+    pseudo_huber,
+)
+from difflab.samplers import ddim_step, denoise
+from difflab.schedules import NoiseSchedule, consistency_function, solver_timesteps
+
+LOSSES = ("l2", "huber")
+
+
+@dataclass(frozen=True)
+class TrainingCurriculum:
+    """The discretisation and target-decay schedules of consistency training (Song et al. 2023,
+    Appendix C, Eq. for N(k) and mu(k)): N(k) = ceil(sqrt(k/K ((s1 + 1)^2 - s0^2) + s0^2) - 1) + 1
+    points, mu(k) = exp(s0 log(mu0) / N(k)), for update k of K."""
+
+    total_steps: int
+    s0: int = 2
+    s1: int = 150
+    mu0: float = 0.9
+
+    def points(self, k: int) -> int:
+        fraction = min(k, self.total_steps) / self.total_steps
+        inner = math.sqrt(fraction * ((self.s1 + 1) ** 2 - self.s0**2) + self.s0**2)
+        return math.ceil(inner - 1) + 1
+
+    def decay(self, k: int) -> float:
+        return math.exp(self.s0 * math.log(self.mu0) / self.points(k))
+
+
+class ConsistencyDistillation(nn.Module):
+    """Consistency distillation / training as one module; ``forward`` returns the loss.
+
+    Args:
+        student: the trainable network F_theta (its prediction type is the schedule's).
+        schedule: the noise schedule (declaring the student's prediction type).
+        teacher: the frozen teacher (guided by classifier-free guidance, or with the weight as
+            input if it takes one); None for consistency training (Song et al. 2023, Alg. 3).
+        teacher_schedule: the teacher's schedule (its prediction type); default ``schedule``.
+        num_intervals: solver steps N on the grid (the skip k = T // N; LCM: 50, k = 20).
+        curriculum: for consistency training: N(k) and mu(k) (replaces ``num_intervals`` and
+            ``target_decay``).
+        target_decay: mu of the EMA target network (LCM: 0.95); 0 = the online student without
+            gradients (LCM-LoRA, and Song & Dhariwal 2023's improved consistency training).
+        timestep_scaling: the boundary scalings' time scale (LCM: 10, see
+            :func:`~difflab.schedules.consistency_scalings`).
+        loss: ``"l2"`` or ``"huber"`` (pseudo-Huber with ``huber_c``).
+        empty: the empty prompt's text states [1, L, D] (classifier-free guidance of the
+            teacher).
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        schedule: NoiseSchedule,
+        *,
+        teacher: nn.Module | None = None,
+        teacher_schedule: NoiseSchedule | None = None,
+        num_intervals: int = 50,
+        curriculum: TrainingCurriculum | None = None,
+        target_decay: float = 0.95,
+        timestep_scaling: float = 10.0,
+        loss: str = "l2",
+        huber_c: float = 0.001,
+        empty: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"unknown consistency loss {loss!r}; use one of {', '.join(LOSSES)}.")
+        if not 0.0 <= target_decay < 1.0:
+            raise ValueError(f"the target decay mu must lie in [0, 1), got {target_decay}.")
+        if teacher is not None and empty is None:
+            raise ValueError("distilling a guided teacher needs the empty prompt's states.")
+        solver_timesteps(schedule, num_intervals)  # validates the grid
+        self.student = student
+        self.teacher = None if teacher is None else frozen(teacher)
+        self.schedule = schedule
+        self.teacher_schedule = teacher_schedule or schedule
+        self.num_intervals, self.curriculum = num_intervals, curriculum
+        self.target_decay = target_decay
+        self.timestep_scaling, self.loss, self.huber_c = timestep_scaling, loss, huber_c
+        uses_target = target_decay > 0 or curriculum is not None
+        self.target = frozen(copy.deepcopy(student)) if uses_target else None
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self.register_buffer("empty", None if empty is None else empty.detach().clone(), False)
+
+    def train(self, mode: bool = True) -> ConsistencyDistillation:
+        super().train(mode)
+        for part in (self.teacher, self.target):
+            if part is not None:
+                part.eval()
+        return self
+
+    def intervals(self) -> int:
+        """The solver steps N of the grid now (grows with the updates in consistency training)."""
+        if self.curriculum is None:
+            return self.num_intervals
+        return self.curriculum.points(int(self.num_updates)) - 1
+
+    def decay(self) -> float:
+        """mu, the target network's EMA decay now."""
+        if self.curriculum is None:
+            return self.target_decay
+        return self.curriculum.decay(int(self.num_updates))
+
+    def consistency(
+        self, net: nn.Module, z: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+        scale: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        """f(z, w, c, t) of ``net``: the boundary-conditioned x0 estimate (Luo et al. 2023,
+        Eq. 8)."""
+        x0, _ = denoise(conditional_denoiser(net, context, scale), self.schedule, z, t)
+        return consistency_function(z, x0, t, self.timestep_scaling)
+
+    def forward(
+        self, x0: torch.Tensor, context: torch.Tensor, u: torch.Tensor, noise: torch.Tensor,
+        scale: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        """The consistency loss of one batch (Luo et al. 2023, Alg. 1; Song et al. 2023,
+        Alg. 2-3)."""
+        count = self.intervals()
+        grid = solver_timesteps(self.schedule, count).to(x0.device)
+        n = index_on_grid(u, count)
+        t_start, t_end = grid[n + 1], grid[n]  # t_{n+k} and t_n
+        z = q_sample(x0, t_start, self.schedule, noise)
+        online = self.consistency(self.student, z, t_start, context, scale)
+        with torch.no_grad():
+            if self.teacher is None:  # Song et al. 2023, Alg. 3: the same x and z one step lower
+                z_prev = q_sample(x0, t_end, self.schedule, noise)
+            else:  # one DDIM step of the guided teacher (the augmented PF-ODE, Luo et al. Eq. 7)
+                teacher = guided_denoiser(self.teacher, context, self.empty, scale)
+                z_prev = ddim_step(teacher, self.teacher_schedule, z, t_start, t_end)
+            target_net = self.student if self.target is None else self.target
+            target = self.consistency(target_net, z_prev, t_end, context, scale)
+        if self.loss == "huber":
+            return pseudo_huber(online, target, self.huber_c)
+        return (online.float() - target.float()).pow(2).mean()
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """theta- <- mu theta- + (1 - mu) theta (Luo et al. 2023, Alg. 1, last line), then count
+        the update. Called by the Trainer after every optimizer update."""
+        if self.target is not None:
+            mu = self.decay()
+            online = dict(self.student.named_parameters())
+            for name, target in self.target.named_parameters():
+                target.lerp_(online[name].detach().to(target.dtype), 1.0 - mu)
+        self.num_updates += 1

@@ -1,0 +1,51 @@
+"""Writing model folders so that a reader never sees half of one: files go into a hidden
+sibling folder that then takes the target's place by rename (``os.replace`` is atomic on one
+file system), and an existing folder is replaced only when it is of the same kind.
+
+Shared by every ``save_*`` that writes a folder (feature networks, CLIP models, LoRA adapters,
+the zoo's pipelines); single files (checkpoints) use :mod:`difflab.train.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_folder_atomically(
+    folder: Path,
+    fill: Callable[[Path], None],
+    replaceable: Callable[[Path], bool],
+    what: str = "model",
+) -> Path:
+    """``fill(staging)`` writes the files into a hidden sibling of ``folder``, which then takes
+    ``folder``'s place by rename (an old copy is moved aside first and removed after). An
+    existing, non-empty ``folder`` is replaced only if ``replaceable(folder)``; otherwise it is
+    refused and left untouched. Files are made world-readable (package folders must be)."""
+    if (
+        folder.exists()
+        and not replaceable(folder)
+        and (not folder.is_dir() or any(folder.iterdir()))
+    ):
+        raise FileExistsError(
+            f"{folder} exists and is not a {what} folder (it holds something else); choose a "
+            "new or empty folder"
+        )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        fill(staging)
+        for path in [staging, *staging.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        old = folder.with_name(f".{folder.name}-old")
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        os.replace(staging, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder

@@ -1,0 +1,386 @@
+"""Few-step generation: the math of progressive and consistency distillation, the consistency
+sampler against diffusers' LCMScheduler, w-conditioned pipelines in plain diffusers and the
+CLI, and LCM-LoRA loading and unloading. Tiny random networks: plumbing and math, not quality."""
+
+import json
+
+import pytest
+import torch
+from diffusers import LCMScheduler, StableDiffusionPipeline
+from test_diffusers_crosscheck import assert_same_steps, stand_in_model, start
+from train_tiny import one_thread  # noqa: F401 (autouse fixture)
+
+from difflab import samplers
+from difflab.diffusion import q_sample
+from difflab.distill import (
+    ConsistencyDistillation,
+    TrainingCurriculum,
+    add_lora,
+    halving_rounds,
+    load_lcm_lora,
+    progressive_target,
+    save_lora,
+    truncated_snr_weight,
+    unload_lcm_lora,
+)
+from difflab.distill.progressive import round_grid
+from difflab.models.networks import (
+    call_denoiser,
+    guidance_condition,
+    guidance_embedding,
+    text_conditional_unet,
+    with_guidance_input,
+)
+from difflab.pipelines.text_to_image import TextToImagePipeline
+from difflab.schedules import (
+    consistency_function,
+    consistency_scalings,
+    lcm_timesteps,
+    make_schedule,
+    solver_timesteps,
+    timesteps,
+)
+
+SD = dict(beta_start=0.00085, beta_end=0.012)
+LCM_DEFAULTS = {"sampler": "lcm", "sampler_options": {"original_steps": 50}}
+
+
+def tiny_unet(**kwargs):
+    torch.manual_seed(0)
+    return text_conditional_unet(
+        block_out_channels=(32, 64), attention_head_dim=4, norm_num_groups=8, **kwargs
+    ).eval()
+
+
+def w_conditioned(seed: int = 1, dim: int = 32):
+    """A tiny guidance-conditioned U-Net whose guidance projection is not zero (as after
+    training), so the weight changes its output."""
+    student = with_guidance_input(tiny_unet(), dim)
+    with torch.no_grad():
+        proj = student.time_embedding.cond_proj.weight
+        proj.copy_(torch.randn(proj.shape, generator=torch.Generator().manual_seed(seed)) * 0.5)
+    return student.eval()
+
+
+# ---- the consistency function -----------------------------------------------------------------
+
+
+def test_consistency_boundary_condition_holds_exactly():
+    x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    wild_x0 = 1e6 * torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(consistency_function(x, wild_x0, 0), x)
+    assert torch.equal(consistency_function(x, wild_x0, torch.zeros(3, dtype=torch.long)), x)
+    c_skip, c_out = consistency_scalings(torch.tensor([0, 19, 999]))
+    assert c_skip[0] == 1 and c_out[0] == 0
+    assert c_skip[2] < 1e-7 and abs(c_out[2] - 1) < 1e-7  # far from t_min f is the x0 estimate
+    # ... and through a network: the student's f at t_min returns its input bit for bit
+    schedule = make_schedule("scaled_linear", 1000, **SD)
+    module = ConsistencyDistillation(w_conditioned(), schedule, target_decay=0.0)
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    context = torch.randn(2, 32, 384, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        f = module.consistency(module.student, z, torch.zeros(2, dtype=torch.long), context,
+                               torch.tensor([3.0, 7.0]))  # fmt: skip
+    assert torch.equal(f, z)
+
+
+def test_solver_grid_is_the_lcm_skipping_grid():
+    schedule = make_schedule("scaled_linear", 1000, **SD)
+    grid = solver_timesteps(schedule, 50)
+    assert grid[:3].tolist() == [0, 19, 39] and grid[-1] == 999 and len(grid) == 51
+    assert solver_timesteps(schedule, 150)[-1] == 999  # any N reaches T - 1
+    with pytest.raises(ValueError, match="between 1 and 500 intervals"):
+        solver_timesteps(schedule, 501)
+
+
+def test_training_curriculum_grows_the_grid_and_the_decay():
+    curriculum = TrainingCurriculum(total_steps=100, s0=2, s1=150, mu0=0.9)
+    assert curriculum.points(0) == 2 and curriculum.points(100) == 151
+    assert curriculum.points(50) < curriculum.points(51) + 1
+    assert curriculum.decay(0) == pytest.approx(0.9) and curriculum.decay(100) > 0.99
+
+
+# ---- progressive distillation -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("student_steps,index", [(4, 1), (4, 3), (1, 0)])
+def test_one_student_ddim_step_on_x_tilde_lands_where_two_teacher_steps_land(
+    prediction_type, student_steps, index
+):
+    schedule = make_schedule("scaled_linear", 1000, prediction_type=prediction_type, **SD)
+    teacher = stand_in_model(schedule)
+    grid = round_grid(schedule, student_steps)
+    t, t_mid, t_next = (int(grid[2 * index + k]) for k in range(3))
+    z_t = start(4)
+    # two teacher DDIM steps by hand (Song et al. 2021, Eq. 12, eta = 0)
+    a = schedule.alphas_cumprod
+
+    def by_hand(z, s, s_next):
+        x0, eps = samplers.denoise(teacher, schedule, z, s)
+        abar_next = 1.0 if s_next < 0 else float(a[s_next])
+        return abar_next**0.5 * x0 + (1 - abar_next) ** 0.5 * eps
+
+    z_next = by_hand(by_hand(z_t, t, t_mid), t_mid, t_next)
+    # ... which difflab's ddim also takes along the teacher's grid (its last step goes to -1)
+    states, visited = [], [t, t_mid] + ([t_next] if t_next >= 0 else [])
+    samplers.ddim(teacher, schedule, z_t, len(visited), spacing=visited, callback=states.append)
+    assert torch.allclose(states[1].x, z_next, atol=1e-12)
+    batch = torch.full((z_t.shape[0],), t)
+    x_tilde = progressive_target(z_t, z_next, batch, torch.full_like(batch, t_next), schedule)
+    # a student predicting x-tilde ("sample") lands on z_next in one DDIM step from z_t
+    student_schedule = make_schedule("scaled_linear", 1000, prediction_type="sample", **SD)
+    landed, visited = [], [t] + ([t_next] if t_next >= 0 else [])
+    samplers.ddim(lambda x, s: x_tilde, student_schedule, z_t, len(visited), spacing=visited,
+                  callback=landed.append)  # fmt: skip
+    assert torch.allclose(landed[0].x, z_next, atol=1e-10), (landed[0].x - z_next).abs().max()
+
+
+def test_round_grids_nest_and_halve():
+    schedule = make_schedule("scaled_linear", 1000, **SD)
+    assert halving_rounds(64) == [32, 16, 8, 4, 2, 1]
+    for n in halving_rounds(64):
+        grid = round_grid(schedule, n)
+        assert grid[::2][:-1].tolist() == timesteps(schedule, n, "trailing").tolist()
+        assert grid[-1] == -1 and len(grid) == 2 * n + 1
+    with pytest.raises(ValueError, match="power of two"):
+        halving_rounds(48)
+    with pytest.raises(ValueError, match="not every other timestep"):
+        round_grid(schedule, 48)  # 96 trailing steps round differently
+
+
+def test_truncated_snr_weight():
+    schedule = make_schedule("scaled_linear", 1000, **SD)
+    weight = truncated_snr_weight(schedule, torch.tensor([0, 999]))
+    assert weight[0] == schedule.snr[0] > 1 and weight[1] == 1.0
+
+
+# ---- the guidance weight as an input --------------------------------------------------------
+
+
+def test_guidance_embedding_matches_diffusers_and_changes_the_output():
+    scale = torch.tensor([1.0, 2.5, 8.0, 15.0])
+    for dim in (256, 33):
+        theirs = StableDiffusionPipeline.get_guidance_scale_embedding(None, scale - 1, dim)
+        assert torch.equal(guidance_embedding(scale, dim), theirs)
+    teacher = tiny_unet()
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t, context = torch.tensor([10, 600]), torch.randn(2, 32, 384)
+    fresh = with_guidance_input(teacher, 32)  # zero projection: the teacher exactly
+    with torch.no_grad():
+        base = call_denoiser(teacher, x, t, encoder_hidden_states=context)
+
+        def out(net, w):
+            condition = guidance_condition(net, w, 2)
+            return call_denoiser(net, x, t, encoder_hidden_states=context, **condition)
+
+        assert torch.equal(out(fresh, 2.0), base)
+        trained = w_conditioned()
+        assert not torch.allclose(out(trained, 2.0), out(trained, 8.0), atol=1e-4)
+    with pytest.raises(ValueError, match="takes the guidance weight as an input"):
+        guidance_condition(trained, None, 2)
+
+
+# ---- the consistency sampler -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4, 8])
+def test_lcm_sampler_steps_and_timesteps_match_lcm_scheduler(steps):
+    schedule = make_schedule("scaled_linear", 1000, **SD)
+    reference = LCMScheduler(**SD, beta_schedule="scaled_linear")
+    reference.set_timesteps(steps)
+    assert lcm_timesteps(schedule, steps).tolist() == reference.timesteps.tolist()
+    calls, seen = [], []
+
+    def model(x, t):
+        calls.append(int(t[0]))
+        return torch.zeros_like(x)
+
+    samplers.lcm(model, schedule, torch.randn(2, 3), steps, torch.Generator().manual_seed(0),
+                 callback=lambda s: seen.append(s.timestep))  # fmt: skip
+    assert calls == seen == reference.timesteps.tolist()
+    with pytest.raises(ValueError, match="1 to 50 steps"):
+        samplers.lcm(model, schedule, torch.randn(2, 3), 51)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("steps", [1, 4, 8])
+def test_lcm_sampler_matches_diffusers_lcm_scheduler(prediction_type, steps):
+    schedule = make_schedule("scaled_linear", 1000, prediction_type=prediction_type, **SD)
+    reference = LCMScheduler(**SD, beta_schedule="scaled_linear", prediction_type=prediction_type)
+    model = stand_in_model(schedule)
+    assert_same_steps(
+        lambda cb: samplers.lcm(
+            model, schedule, start(), steps, torch.Generator().manual_seed(4), callback=cb
+        ),
+        reference,
+        schedule,
+        model,
+        start(),
+        torch.Generator().manual_seed(4),
+    )
+
+
+# ---- a latent consistency model's folder: defaults, plain diffusers, the CLI --------------------
+
+
+@pytest.fixture(scope="module")
+def lcm_pipeline(tiny_pipeline):
+    return TextToImagePipeline(
+        w_conditioned(), tiny_pipeline.vae, tiny_pipeline.prompt_encoder,
+        tiny_pipeline.schedule, defaults=LCM_DEFAULTS,
+    )  # fmt: skip
+
+
+def test_lcm_folder_says_its_sampler_and_plain_diffusers_reproduces_it(lcm_pipeline, tmp_path):
+    """diffusers' StableDiffusionPipeline with the folder's LCMScheduler gives difflab's latents:
+    at 1 step through the pipelines as they are (no noise is drawn); at 4 steps, where LCM
+    sampling re-noises between steps, when both draw that noise from the same generator (difflab's
+    pipeline keeps a separate generator for it, so the comparison drives the sampler directly)."""
+    lcm_pipeline.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["scheduler"] == ["diffusers", "LCMScheduler"]
+    loaded = TextToImagePipeline.from_pretrained(tmp_path)
+    assert loaded.defaults == LCM_DEFAULTS and loaded.guidance_embedded
+    assert loaded.sampling_settings() == ("lcm", 5.0, {"original_steps": 50})
+    theirs = StableDiffusionPipeline.from_pretrained(tmp_path)
+    assert isinstance(theirs.scheduler, LCMScheduler)
+    prompt = "a red circle above a blue square"
+    for steps in (1, 4):
+        g = torch.Generator().manual_seed(21)
+        reference = theirs(prompt, num_inference_steps=steps, guidance_scale=3.0, generator=g,
+                           output_type="latent").images  # fmt: skip
+        g = torch.Generator().manual_seed(21)
+        x_T = loaded.initial_noise(1, [g])
+        model = loaded.conditioned_model([prompt], 1, guidance=3.0)
+        with torch.no_grad():
+            ours = samplers.lcm(model, loaded.schedule, x_T, steps, g)
+        assert torch.allclose(ours, reference, atol=1e-5), (ours - reference).abs().max()
+        if steps == 1:
+            plain = loaded.latents(prompt, steps=1, guidance=3.0,
+                                   seed=[torch.Generator().manual_seed(21)])  # fmt: skip
+            assert torch.allclose(plain, reference, atol=1e-5)
+
+
+def test_generate_command_uses_the_shipped_lcms_sampler(lcm_pipeline, tmp_path, monkeypatch):
+    """`difflab generate --model shapes-t2i-lcm --steps 4`, with the LCM shipped into a zoo."""
+    from typer.testing import CliRunner
+
+    import difflab.zoo
+    from difflab.cli import app
+    from difflab.generate import settings_from_png
+
+    difflab.zoo.ship(lcm_pipeline, "shapes-t2i-lcm", "# tiny LCM\n", zoo_dir=tmp_path)
+    monkeypatch.setattr(difflab.zoo, "ZOO_DIR", tmp_path)
+    result = CliRunner().invoke(
+        app, ["generate", "a red circle", "--model", "shapes-t2i-lcm", "--steps", "4",
+              "--out", str(tmp_path / "out")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (png,) = (tmp_path / "out").glob("*.png")
+    settings = settings_from_png(png)
+    assert (settings.sampler, settings.steps, settings.guidance) == ("lcm", 4, 5.0)
+
+
+def test_progressive_student_folder_samples_ddim_on_its_trailing_grid(tiny_pipeline, tmp_path):
+    from difflab.recipes.distill import PROGRESSIVE_DEFAULTS
+
+    student = TextToImagePipeline(
+        w_conditioned(), tiny_pipeline.vae, tiny_pipeline.prompt_encoder,
+        make_schedule("scaled_linear", 1000, prediction_type="v_prediction", **SD),
+        defaults=PROGRESSIVE_DEFAULTS,
+    )  # fmt: skip
+    student.save_pretrained(tmp_path)
+    theirs = StableDiffusionPipeline.from_pretrained(tmp_path)
+    assert theirs.scheduler.config.timestep_spacing == "trailing"
+    loaded = TextToImagePipeline.from_pretrained(tmp_path)
+    seen = []
+    loaded.latents("a red circle", steps=4, callback=lambda s: seen.append(s.timestep))
+    assert seen == timesteps(loaded.schedule, 4, "trailing").tolist()
+    # DDIM is deterministic: plain diffusers gives the same latents where its DDIM step (t to
+    # t - T/N) is the grid's, i.e. when N divides T
+    reference = theirs("a red circle", num_inference_steps=4, guidance_scale=4.0,
+                       generator=torch.Generator().manual_seed(0),
+                       output_type="latent").images  # fmt: skip
+    ours = loaded.latents("a red circle", steps=4, guidance=4.0, seed=0)
+    assert torch.allclose(ours, reference, atol=1e-5), (ours - reference).abs().max()
+
+
+# ---- LCM-LoRA -----------------------------------------------------------------------------------
+
+
+def test_lcm_lora_loads_changes_the_model_and_unloads_to_the_teacher_exactly(
+    tiny_pipeline, tmp_path
+):
+    import copy
+
+    adapted = add_lora(copy.deepcopy(tiny_pipeline.unet), rank=4)
+    with torch.no_grad():
+        for name, p in adapted.named_parameters():
+            if "lora_B" in name:  # as after training (B starts at zero)
+                p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    save_lora(adapted, tmp_path / "lora", {"sampling": {**LCM_DEFAULTS, "guidance": 1.0}})
+    assert sorted(p.name for p in (tmp_path / "lora").iterdir()) == [
+        "difflab_lora.json", "pytorch_lora_weights.safetensors",
+    ]  # fmt: skip
+    pipe = TextToImagePipeline(
+        copy.deepcopy(tiny_pipeline.unet), tiny_pipeline.vae, tiny_pipeline.prompt_encoder,
+        tiny_pipeline.schedule,
+    )  # fmt: skip
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    teacher = pipe.latents("a red circle", steps=4, guidance=3.0, sampler="ddim", seed=1)
+    load_lcm_lora(pipe, tmp_path / "lora")
+    assert pipe.sampling_settings()[:2] == ("lcm", 1.0)
+    x, t, context = torch.randn(2, 4, 8, 8), torch.tensor([5, 900]), torch.randn(2, 32, 384)
+    with torch.no_grad():
+        loaded_out = call_denoiser(pipe.unet, x, t, encoder_hidden_states=context)
+        trained_out = call_denoiser(adapted, x, t, encoder_hidden_states=context)
+    # the stored adapter is the trained one
+    assert torch.allclose(loaded_out, trained_out, atol=1e-6)
+    with_lora = pipe.latents("a red circle", steps=4, guidance=3.0, sampler="ddim", seed=1)
+    assert not torch.allclose(with_lora, teacher, atol=1e-4)
+    unload_lcm_lora(pipe)
+    after = pipe.unet.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    again = pipe.latents("a red circle", steps=4, guidance=3.0, sampler="ddim", seed=1)
+    assert torch.equal(again, teacher) and pipe.defaults == {}
+    with pytest.raises(ValueError, match="no LoRA is loaded"):
+        unload_lcm_lora(pipe)
+    with pytest.raises(FileNotFoundError, match="not an LCM-LoRA folder"):
+        load_lcm_lora(pipe, tmp_path)
+
+
+def test_ema_target_network_update():
+    schedule = make_schedule("scaled_linear", 1000, **SD)
+    module = ConsistencyDistillation(w_conditioned(), schedule, target_decay=0.95)
+    target = module.target.time_embedding.cond_proj.weight
+    assert torch.equal(target, module.student.time_embedding.cond_proj.weight)
+    before = target.clone()
+    with torch.no_grad():
+        module.student.time_embedding.cond_proj.weight.add_(1.0)
+    module.after_optimizer_step()
+    assert torch.allclose(target, before + 0.05, atol=1e-6) and int(module.num_updates) == 1
+    assert not target.requires_grad
+
+
+def test_consistency_loss_needs_a_known_loss_and_decay():
+    schedule = make_schedule("scaled_linear", 1000, **SD)
+    with pytest.raises(ValueError, match="unknown consistency loss 'l3'"):
+        ConsistencyDistillation(tiny_unet(), schedule, loss="l3")
+    with pytest.raises(ValueError, match=r"target decay mu must lie in \[0, 1\)"):
+        ConsistencyDistillation(tiny_unet(), schedule, target_decay=1.0)
+
+
+def test_q_sample_is_the_ddim_step_of_the_exact_denoiser():
+    """Consistency training's target point (Song et al. 2023, Alg. 3) is one DDIM step with
+    the true (x0, noise): both are q_sample."""
+    schedule = make_schedule("scaled_linear", 1000, **SD)
+    x0, noise = start(1), start(2)
+    t, t_next = torch.full((3,), 600), torch.full((3,), 580)
+    z = q_sample(x0, t, schedule, noise)
+
+    def exact(x, s):  # the eps that this sample was made with
+        return noise
+
+    assert torch.allclose(samplers.ddim_step(exact, schedule, z, t, t_next),
+                          q_sample(x0, t_next, schedule, noise), atol=1e-12)  # fmt: skip

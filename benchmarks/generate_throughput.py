@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
 
-def timed(fn, repeats: int) -> tuple[float, torch.Tensor]:
-    fn()  # warm-up
-    start = time.perf_counter()
+def timed_side_by_side(fns, repeats: int) -> list[tuple[float, torch.Tensor]]:
+    """Median seconds per call of each function and its last output. The calls alternate
+    (a, b, a, b, ...) after one warm-up each, so drifts in machine load hit both alike."""
+    outputs = [fn() for fn in fns]  # warm-up
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        out = fn()
-    return (time.perf_counter() - start) / repeats, out
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            outputs[i] = fn()
+            times[i].append(time.perf_counter() - start)
+    return [(statistics.median(t), out) for t, out in zip(times, outputs, strict=True)]
 
 
 def main() -> None:
@@ -31,7 +37,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
 
     from diffusers import StableDiffusionPipeline
@@ -79,8 +85,9 @@ def main() -> None:
                 output_type="pt",
             ).images
 
-        t_ours, images_ours = timed(run_ours, args.repeats)
-        t_theirs, images_theirs = timed(run_theirs, args.repeats)
+        (t_ours, images_ours), (t_theirs, images_theirs) = timed_side_by_side(
+            (run_ours, run_theirs), args.repeats
+        )
         difference = ((images_ours + 1) / 2 - images_theirs).abs().max().item()
         for name, seconds in (("difflab", t_ours), ("diffusers", t_theirs)):
             print(

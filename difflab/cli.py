@@ -60,7 +60,11 @@ def oracle(
 
 @app.command()
 def generate(
-    prompts: list[str] = typer.Argument(None, help="One or more prompts."),
+    prompts: list[str] = typer.Argument(
+        None,
+        help="One or more prompts (a class-conditional pixel model takes class names; an "
+        "unconditional one none, or the text of --clip-guidance).",
+    ),
     model: str = typer.Option("shapes-t2i", "--model", "-m", help="Shipped model name or folder."),
     num_images: int = typer.Option(1, "--num-images", "-n", help="Images per prompt."),
     steps: int = typer.Option(20, help="Sampler steps."),
@@ -77,15 +81,42 @@ def generate(
     from_png: Path = typer.Option(
         None, "--from-png", help="Reproduce a PNG written by this command, bit for bit."
     ),
+    classifier_guidance: str = typer.Option(
+        None,
+        "--classifier-guidance",
+        help="Classifier guidance (pixel models) toward a noise-aware classifier's labels, e.g. "
+        "'colour=red,shape=circle' or 'digit=seven' (Dhariwal & Nichol 2021).",
+    ),
+    clip_guidance: bool = typer.Option(
+        False, "--clip-guidance", help="CLIP guidance (pixel models) toward the prompt (GLIDE)."
+    ),
+    guidance_model: str = typer.Option(
+        None,
+        "--guidance-model",
+        help="The noise-aware classifier or CLIP model (name or folder); default "
+        "shapes-classifier (digits-classifier for grey models) or shapes-clip.",
+    ),
+    scale: float = typer.Option(3.0, "--scale", help="Classifier / CLIP guidance scale s."),
+    threshold: str = typer.Option(
+        None,
+        "--threshold",
+        help="Threshold the implied x0 at every step (pixel models): static or dynamic (Imagen).",
+    ),
+    threshold_percentile: float = typer.Option(
+        0.995, help="Dynamic thresholding's percentile of |x0|."
+    ),
 ) -> None:
-    """Generate images from text; each PNG carries its settings in PNG text chunks."""
+    """Generate images from text (or class names, or nothing for an unconditional model); each
+    PNG carries its settings in PNG text chunks."""
     from difflab.generate import (
         GenerationSettings,
         complete_settings,
         generate_images,
         settings_from_png,
+        takes_no_prompt,
         write_outputs,
     )
+    from difflab.guidance import THRESHOLDS
     from difflab.samplers import get_sampler
     from difflab.zoo import load_pipeline
 
@@ -95,13 +126,23 @@ def generate(
         settings = [settings_from_png(from_png)]
     else:
         if not prompts:
-            raise typer.BadParameter("give at least one prompt, or --from-png FILE.")
+            if not (classifier_guidance or takes_no_prompt(model)):
+                raise typer.BadParameter("give at least one prompt, or --from-png FILE.")
+            prompts = [""]
         if num_images < 1:
             raise typer.BadParameter("--num-images must be at least 1.")
         if sampler is not None:
             get_sampler(sampler)  # a clear error before any loading
+        if threshold is not None and threshold not in THRESHOLDS:
+            raise typer.BadParameter(f"--threshold must be one of {', '.join(THRESHOLDS)}.")
+        steering = dict(
+            classifier_guidance=classifier_guidance or "", clip_guidance=clip_guidance,
+            guidance_model=guidance_model or "",
+            scale=scale if classifier_guidance or clip_guidance else 0.0,
+            threshold=threshold or "", threshold_percentile=threshold_percentile,
+        )  # fmt: skip
         settings = [
-            GenerationSettings(p, model, sampler, steps, guidance, seed + i)
+            GenerationSettings(p, model, sampler, steps, guidance, seed + i, **steering)
             for p in prompts
             for i in range(num_images)
         ]
@@ -109,6 +150,53 @@ def generate(
     settings = complete_settings(pipeline, settings)
     images = generate_images(pipeline, settings)
     for path in write_outputs(images, settings, out):
+        typer.echo(path)
+
+
+@app.command()
+def variations(
+    images: list[Path] = typer.Argument(..., help="Image files to vary (resized to the model's)."),
+    model: str = typer.Option(..., "--model", "-m", help="unCLIP model name or folder."),
+    num_images: int = typer.Option(4, "--num-images", "-n", help="Variations per image."),
+    steps: int = typer.Option(20, help="Decoder sampler steps."),
+    sampler: str = typer.Option(None, help="Decoder sampler; default: the model's."),
+    guidance: float = typer.Option(None, help="Decoder guidance weight; default: the model's."),
+    seed: int = typer.Option(0, help="Seed of the first variation; variation k uses seed + k."),
+    out: Path = typer.Option(Path("outputs"), help="Folder for the PNGs and grid.png."),
+) -> None:
+    """unCLIP image variations (DALL-E 2, Fig. 3): each image's CLIP image embedding, decoded
+    from new seeds."""
+    from difflab.generate import write_variations
+    from difflab.zoo import load_pipeline
+
+    for path in write_variations(
+        load_pipeline(model), model, images, num_images, out, steps=steps, guidance=guidance,
+        sampler=sampler, seed=seed,
+    ):  # fmt: skip
+        typer.echo(path)
+
+
+@app.command()
+def interpolate(
+    image_a: Path = typer.Argument(..., help="The first image file."),
+    image_b: Path = typer.Argument(..., help="The second image file."),
+    model: str = typer.Option(..., "--model", "-m", help="unCLIP model name or folder."),
+    points: int = typer.Option(5, help="Decoded points from image_a to image_b (ends included)."),
+    steps: int = typer.Option(20, help="Decoder sampler steps."),
+    sampler: str = typer.Option(None, help="Decoder sampler; default: the model's."),
+    guidance: float = typer.Option(None, help="Decoder guidance weight; default: the model's."),
+    seed: int = typer.Option(0, help="The decoder seed, the same for every point."),
+    out: Path = typer.Option(Path("outputs"), help="Folder for the PNGs and grid.png."),
+) -> None:
+    """unCLIP interpolation (DALL-E 2, Fig. 4): decode slerp(z_a, z_b, theta) of the two images'
+    CLIP image embeddings with the decoder seed fixed."""
+    from difflab.generate import write_interpolation
+    from difflab.zoo import load_pipeline
+
+    for path in write_interpolation(
+        load_pipeline(model), model, image_a, image_b, points, out, steps=steps,
+        guidance=guidance, sampler=sampler, seed=seed,
+    ):  # fmt: skip
         typer.echo(path)
 
 

@@ -3,10 +3,16 @@
 Every PNG holds its prompt, model, sampler, steps, guidance and seed in PNG text chunks, so
 :func:`settings_from_png` + :func:`generate_images` reproduce it bit for bit. Each image is
 sampled alone from its own seed, so it does not depend on the batch it was generated in.
+
+Pixel-space models can also be steered by classifier guidance toward a noise-aware classifier's
+labels or by CLIP guidance toward the prompt, and have their x0 thresholded at every step (see
+:mod:`difflab.guidance`); a class-conditional pixel model takes a class name as its prompt (the
+empty prompt is its null class, i.e. the unconditional model), an unconditional one none.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +37,12 @@ class GenerationSettings:
     steps: int = 20
     guidance: float | None = 5.0
     seed: int = 0
+    classifier_guidance: str = ""  # classifier guidance toward e.g. "colour=red,shape=circle"
+    clip_guidance: bool = False  # CLIP guidance toward the prompt
+    guidance_model: str = ""  # the classifier or CLIP (name or folder); "" = the default one
+    scale: float = 0.0  # the classifier / CLIP guidance scale s
+    threshold: str = ""  # "", "static" or "dynamic": thresholding of the implied x0
+    threshold_percentile: float = 0.995  # dynamic thresholding's percentile
 
 
 def complete_settings(pipeline, settings: list[GenerationSettings]) -> list[GenerationSettings]:
@@ -46,10 +58,12 @@ def complete_settings(pipeline, settings: list[GenerationSettings]) -> list[Gene
     return completed
 
 
-def save_png(image: Image.Image, path: Path, settings: GenerationSettings) -> None:
-    """Write ``image`` with ``settings`` (JSON, plus one chunk per field) in its text chunks."""
+def save_png(image: Image.Image, path: Path, settings: GenerationSettings | dict) -> None:
+    """Write ``image`` with ``settings`` (JSON, plus one chunk per field) in its text chunks (a
+    dict of settings for outputs :func:`settings_from_png` cannot replay, e.g. variations)."""
     info = PngImagePlugin.PngInfo()
-    record = {**asdict(settings), "difflab_version": __version__}
+    settings = settings if isinstance(settings, dict) else asdict(settings)
+    record = {**settings, "difflab_version": __version__}
     info.add_text(METADATA_KEY, json.dumps(record))
     for key, value in record.items():
         info.add_text(key, str(value))
@@ -70,16 +84,99 @@ def settings_from_png(path: str | Path) -> GenerationSettings:
     return GenerationSettings(**{k: v for k, v in record.items() if k in fields})
 
 
+@functools.lru_cache(maxsize=4)
+def _classifier(name: str):
+    from difflab.models.feature_nets import load_feature_network
+
+    return load_feature_network(name, resize=True)
+
+
+@functools.lru_cache(maxsize=2)
+def _clip(name: str):
+    from difflab.models.clip import load_clip_model
+
+    return load_clip_model(name, resize=True)
+
+
+def default_classifier(pipeline) -> str:
+    """The classifier a pipeline is guided with by default: ``digits-classifier`` for grey
+    images, ``shapes-classifier`` otherwise."""
+    unet = getattr(pipeline, "unet", None)
+    grey = unet is not None and getattr(unet.config, "in_channels", 3) == 1
+    return "digits-classifier" if grey else "shapes-classifier"
+
+
+def settings_guide(pipeline, s: GenerationSettings):
+    """The :data:`~difflab.guidance.Guide` a setting asks for (None for none): classifier or
+    CLIP guidance with scale ``s.scale``, then thresholding. All act on pixels, so a latent
+    model is refused."""
+    from difflab.guidance import (
+        chain_guides,
+        classifier_guide,
+        clip_guide,
+        parse_targets,
+        threshold_guide,
+    )
+
+    wanted = [w for w, on in (("classifier guidance", s.classifier_guidance),
+                              ("CLIP guidance", s.clip_guidance), ("thresholding", s.threshold))
+              if on]  # fmt: skip
+    if not wanted:
+        return None
+    if getattr(pipeline, "vae", None) is not None:
+        raise ValueError(
+            f"{' and '.join(wanted)} act on pixels, and {s.model} is a latent model; use a "
+            "pixel-space model (e.g. shapes-uncond, digits or a cascade)"
+        )
+    if s.classifier_guidance and s.clip_guidance:
+        raise ValueError("choose classifier guidance or CLIP guidance, not both")
+    guides = []
+    if s.classifier_guidance:
+        classifier = _classifier(s.guidance_model or default_classifier(pipeline))
+        targets = parse_targets(s.classifier_guidance, classifier.config.heads)
+        guides.append(classifier_guide(classifier, targets, s.scale))
+    if s.clip_guidance:
+        if not s.prompt:
+            raise ValueError("CLIP guidance steers toward the prompt: give one")
+        guides.append(clip_guide(_clip(s.guidance_model or "shapes-clip"), [s.prompt], s.scale))
+    if s.threshold:
+        guides.append(threshold_guide(s.threshold, s.threshold_percentile))
+    return chain_guides(*guides)
+
+
+def sample_settings(pipeline, s: GenerationSettings):
+    """One image ``[1, C, H, W]`` in [-1, 1] for one settings entry."""
+    guide = settings_guide(pipeline, s)
+    if hasattr(pipeline, "latents"):  # text-to-image, cascade, unCLIP
+        latents = pipeline.latents(
+            [s.prompt], 1, steps=s.steps, guidance=s.guidance, sampler=s.sampler, seed=s.seed,
+            guide=guide,
+        )  # fmt: skip
+        return pipeline.decode(latents)
+    if not hasattr(pipeline, "class_names"):
+        raise ValueError(
+            f"{s.model} does not generate on its own (a super-resolution stage needs a "
+            "low-resolution image: use its cascade folder)"
+        )
+    if pipeline.class_names:  # a class name, or "" for the null class
+        labels = [None if s.clip_guidance or not s.prompt else s.prompt]
+    elif s.prompt and not s.clip_guidance:
+        raise ValueError(
+            f"{s.model} is unconditional and takes no prompt: steer it with --clip-guidance "
+            "(toward the prompt) or --classifier-guidance"
+        )
+    else:
+        labels = 1
+    return pipeline.sample(labels, s.steps, s.guidance, sampler=s.sampler, seed=s.seed, guide=guide)
+
+
 def generate_images(
     pipeline, settings: list[GenerationSettings], progress: bool = True
 ) -> list[Image.Image]:
     """Generate one image per settings entry, each sampled alone from its own seed."""
     images = []
     for s in tqdm(settings, desc="generating", disable=not progress or len(settings) < 2):
-        latents = pipeline.latents(
-            [s.prompt], 1, steps=s.steps, guidance=s.guidance, sampler=s.sampler, seed=s.seed
-        )
-        images.extend(images_to_pil(pipeline.decode(latents)))
+        images.extend(images_to_pil(sample_settings(pipeline, s)))
     return images
 
 
@@ -90,7 +187,8 @@ def write_outputs(
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, (image, s) in enumerate(zip(images, settings, strict=True)):
-        slug = "".join(c if c.isalnum() else "-" for c in s.prompt.lower())[:48].strip("-")
+        name = s.prompt or s.classifier_guidance or "sample"
+        slug = "".join(c if c.isalnum() else "-" for c in name.lower())[:48].strip("-")
         path = out / f"{i:03d}-{slug}-seed{s.seed}.png"
         save_png(image, path, s)
         paths.append(path)
@@ -131,4 +229,82 @@ def generate_suite_folder(
             )
             save_png(image, folder / f"{k}.png", settings)
             written += 1
+    return written
+
+
+def takes_no_prompt(model: str) -> bool:
+    """Whether ``model`` (a name or folder) is a pixel-space class-conditional or unconditional
+    model, which generates without a prompt; False if it cannot be found."""
+    from difflab.pipelines.pixel import CLASS_CONDITIONAL
+    from difflab.zoo import resolve_model
+
+    try:
+        index = json.loads((resolve_model(model) / "model_index.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return index.get("_class_name") in (CLASS_CONDITIONAL, "DDPMPipeline")
+
+
+def read_image(path: str | Path, size: int, channels: int = 3):
+    """An image file as a tensor ``[1, C, size, size]`` in [-1, 1] (converted to RGB or grey and
+    resized, bicubic, if needed)."""
+    import numpy as np
+    import torch
+
+    with Image.open(path) as image:
+        image = image.convert("RGB" if channels == 3 else "L")
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BICUBIC)
+        array = np.asarray(image, dtype=np.float32).reshape(size, size, channels)
+    return torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1
+
+
+def _unclip(pipeline, model: str):
+    if not hasattr(pipeline, "variations"):
+        raise ValueError(f"{model} is not an unCLIP model (variations and interpolations decode "
+                         "CLIP image embeddings; see `difflab train shapes-unclip-decoder`)")  # fmt: skip
+    return pipeline
+
+
+def write_variations(
+    pipeline, model: str, paths: list[Path], num_images: int, out: Path, **options
+) -> list[Path]:
+    """unCLIP variations of each image file: ``out/<name>-var<k>.png`` (settings in their text
+    chunks) and ``grid.png`` (one row per input: the input, then its variations)."""
+    pipeline = _unclip(pipeline, model)
+    size, channels = pipeline.clip.config.image_size, pipeline.clip.config.in_channels
+    out.mkdir(parents=True, exist_ok=True)
+    written, rows = [], []
+    for path in paths:
+        source = read_image(path, size, channels)
+        made = images_to_pil(pipeline.variations(source, num_images, **options))
+        rows.extend(images_to_pil(source.clamp(-1, 1)) + made)
+        for k, image in enumerate(made):
+            target = out / f"{Path(path).stem}-var{k}.png"
+            record = {"variation_of": str(path), "model": model, "index": k, **options}
+            save_png(image, target, record)
+            written.append(target)
+    image_grid(rows, columns=num_images + 1).save(out / "grid.png")
+    return written
+
+
+def write_interpolation(
+    pipeline, model: str, a: Path, b: Path, points: int, out: Path, **options
+) -> list[Path]:
+    """unCLIP interpolation from image ``a`` to image ``b``: ``out/interp-<k>.png`` and
+    ``grid.png`` (``a``, the ``points`` decodings, ``b``)."""
+    pipeline = _unclip(pipeline, model)
+    size, channels = pipeline.clip.config.image_size, pipeline.clip.config.in_channels
+    image_a, image_b = (read_image(p, size, channels) for p in (a, b))
+    made = images_to_pil(pipeline.interpolate(image_a, image_b, points, **options))
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k, image in enumerate(made):
+        target = out / f"interp-{k}.png"
+        record = {"interpolation": [str(a), str(b)], "model": model, "theta": k / (points - 1),
+                  **options}  # fmt: skip
+        save_png(image, target, record)
+        written.append(target)
+    ends = [images_to_pil(x.clamp(-1, 1))[0] for x in (image_a, image_b)]
+    image_grid([ends[0], *made, ends[1]], columns=points + 2).save(out / "grid.png")
     return written

@@ -3,15 +3,24 @@ new ``model(x_t, t) -> prediction`` that any sampler in :mod:`difflab.samplers` 
 
 - :func:`classifier_free_guidance` (Ho & Salimans 2022, Eq. 6), one batched call for both
   branches, with optional guidance rescale (Lin et al. 2024, Eq. 15-16);
+  :func:`conditioned` is it when the weight is not 1, else the conditional model alone;
 - :func:`gradient_guidance` — classifier guidance (Dhariwal & Nichol 2021, Sec. 4.2, Eq. 14)
   and any other differentiable score of x_t (CLIP guidance), plus :func:`log_prob_gradient`;
 - :func:`thresholded` with :func:`static_threshold` and :func:`dynamic_threshold`
   (Saharia et al. 2022, Sec. 2.3): clip the implied x0 and re-derive the prediction.
+
+The log-probabilities that classifier and CLIP guidance follow come from networks that judge
+noisy images, told each image's log-SNR: :func:`classifier_log_prob` (a noise-aware
+:class:`~difflab.models.feature_nets.FeatureNet`'s heads, Dhariwal & Nichol 2021) and
+:func:`clip_log_prob` (a noise-aware shapes-clip, GLIDE, Nichol et al. 2022, Sec. 2.4).
+A :data:`Guide` (``guide(model, schedule) -> model``) is what pipelines accept as ``guide=``:
+:func:`classifier_guide`, :func:`clip_guide`, :func:`threshold_guide`, :func:`chain_guides`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -69,6 +78,19 @@ def classifier_free_guidance(
         return pred
 
     return guided
+
+
+def conditioned(model: Callable[..., torch.Tensor], cond: Any, uncond: Any, scale: float) -> Model:
+    """``model(x_t, t)`` conditioned on ``cond``: :func:`classifier_free_guidance` toward it
+    (against ``uncond``) when ``scale != 1``, else the conditional model alone, in one call per
+    step. ``cond`` and ``uncond`` as for :func:`classifier_free_guidance`."""
+    if scale != 1.0:
+        return classifier_free_guidance(model, cond, uncond, scale)
+
+    def conditional(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return model(x, t, **cond) if isinstance(cond, dict) else model(x, t, cond)
+
+    return conditional
 
 
 def log_prob_gradient(
@@ -148,3 +170,194 @@ def thresholded(
         return prediction_from_x0_and_eps(x0, eps, alpha_bar, schedule.prediction_type)
 
     return clipped
+
+
+# ---- the networks classifier and CLIP guidance follow, and guides for pipelines ----
+
+# A guide wraps a pipeline's denoiser: guide(model, schedule) -> guided model.
+Guide = Callable[[Model, NoiseSchedule], Model]
+THRESHOLDS = ("static", "dynamic")
+
+
+def timestep_log_snr(schedule: NoiseSchedule, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The log-SNR lambda_t = log(abar_t / (1 - abar_t)) [B] of integer timesteps ``t``, in
+    ``like``'s dtype and device: the noise level noise-aware networks are told."""
+    return schedule.log_snr[torch.as_tensor(t, dtype=torch.long).cpu()].to(like)
+
+
+def _require_noise_aware(model: Any, what: str, recipe: str) -> None:
+    """Refuse a network that only knows clean images: x_t is noisy at every step but the last
+    (the lectures: "both classifier and CLIP must be noise-aware")."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "noise_aware", True) is False:
+        name = getattr(config, "name", "") or type(model).__name__
+        raise ValueError(
+            f"{what} needs a noise-aware network, trained on noisy images x_t and told their "
+            f"noise level; {name} only knows clean ones. Train one with noise_aware = true "
+            f"({recipe})."
+        )
+
+
+def _is_pair(item: Any) -> bool:
+    pair = isinstance(item, (tuple, list)) and len(item) == 2
+    return pair and all(isinstance(v, str) for v in item)
+
+
+def parse_targets(text: str, heads: Sequence) -> list[tuple[str, str]]:
+    """``"colour=red,shape=circle"`` -> ``[("colour", "red"), ("shape", "circle")]``, checked
+    against a classifier's heads (:class:`~difflab.models.feature_nets.Head`). A bare label
+    (``"seven"``, ``"red"``) names the one head that has it."""
+    by_name = {h.name: h for h in heads}
+    listed = "; ".join(f"{h.name}: {', '.join(h.labels)}" for h in heads)
+    pairs = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if "=" in part:
+            name, label = (v.strip() for v in part.split("=", 1))
+        else:
+            owners = [h.name for h in heads if part in h.labels]
+            if len(owners) != 1:
+                raise ValueError(
+                    f"{part!r} is {'the label of several heads' if owners else 'no label'} of this "
+                    f"classifier; write head=label. Heads and labels: {listed}"
+                )
+            name, label = owners[0], part
+        if name not in by_name or label not in by_name[name].labels:
+            raise ValueError(f"unknown target {part!r}; heads and labels: {listed}")
+        pairs.append((name, label))
+    if not pairs:
+        raise ValueError(f"no target in {text!r}; write e.g. head=label,head=label ({listed})")
+    return pairs
+
+
+def _target_weights(heads: dict, per_sample: list, batch: int) -> dict[str, torch.Tensor]:
+    """{head: [B, labels] 0/1}: which labels each sample is guided toward."""
+    weights: dict[str, torch.Tensor] = {}
+    for i, pairs in enumerate(per_sample):
+        for name, label in pairs:
+            if name not in heads or label not in heads[name].labels:
+                raise ValueError(
+                    f"unknown target {name}={label}; heads and labels: "
+                    + "; ".join(f"{h.name}: {', '.join(h.labels)}" for h in heads.values())
+                )
+            w = weights.setdefault(name, torch.zeros(batch, len(heads[name].labels)))
+            if heads[name].kind == "multiclass" and w[i].any():
+                raise ValueError(f"head {name!r} is multi-class: guide toward one of its labels")
+            w[i, heads[name].labels.index(label)] = 1.0
+    return weights
+
+
+def classifier_log_prob(
+    classifier: torch.nn.Module, schedule: NoiseSchedule, targets: Sequence
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``log_prob(x_t, t) -> [B]``: log p(y | x_t) of a noise-aware classifier (a
+    :class:`~difflab.models.feature_nets.FeatureNet` with ``noise_aware``), for Dhariwal & Nichol
+    2021's classifier guidance (Sec. 4.1, Eq. 14 via :func:`gradient_guidance`).
+
+    ``targets``: ``(head, label)`` pairs for every sample, or one list of pairs per sample. y is
+    the conjunction of the pairs, each read as independent: log sigmoid(logit) for a multi-label
+    head (the label is present), log softmax for a multi-class head (it is the class). The
+    classifier is told each sample's log-SNR at timestep t (:func:`timestep_log_snr`)."""
+    _require_noise_aware(classifier, "classifier guidance", "the features recipe")
+    heads = {h.name: h for h in classifier.config.heads}
+    shared = not targets or _is_pair(targets[0])
+    if shared:
+        _target_weights(heads, [list(targets)], 1)  # refuse bad targets now, not mid-sampling
+    else:
+        _target_weights(heads, [list(p) for p in targets], len(targets))
+    cache: dict[int, dict[str, torch.Tensor]] = {}
+
+    def log_prob(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        if not shared and len(targets) != batch:
+            raise ValueError(f"got {len(targets)} per-sample targets for a batch of {batch}")
+        if batch not in cache:
+            per_sample = [list(targets)] * batch if shared else [list(p) for p in targets]
+            cache[batch] = _target_weights(heads, per_sample, batch)
+        logits = classifier.logits(x, log_snr=timestep_log_snr(schedule, t, x))
+        total = x.new_zeros(batch)
+        for name, wanted in cache[batch].items():
+            if heads[name].kind == "multilabel":
+                log_p = torch.nn.functional.logsigmoid(logits[name])
+            else:
+                log_p = logits[name].log_softmax(dim=1)
+            total = total + (wanted.to(log_p) * log_p).sum(1)
+        return total
+
+    return log_prob
+
+
+def clip_log_prob(
+    clip: torch.nn.Module, schedule: NoiseSchedule, prompts: Sequence[str]
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``log_prob(x_t, t) -> [B]``: the CLIP logit ``tau * cos(f(x_t, lambda_t), g(c))`` of a
+    noise-aware :class:`~difflab.models.clip.ShapesCLIP` (one prompt for every sample, or one
+    each), for CLIP guidance. GLIDE (Nichol et al. 2022, Sec. 2.4, Eq. 5) follows the gradient
+    of the dot product f(x_t) . g(c); with unit embeddings that is this logit divided by the
+    temperature tau, i.e. the same direction with the guidance scale multiplied by tau. Up to a
+    constant, the logit is log p(c | x_t) under the contrastive model's softmax over captions."""
+    _require_noise_aware(clip, "CLIP guidance", "the clip recipe")
+    text = clip.encode_text(list(prompts), warn=False).detach()  # [P, D]
+
+    def log_prob(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if text.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"got {text.shape[0]} prompts for a batch of {x.shape[0]}")
+        image = clip.encode_image(x, timestep_log_snr(schedule, t, x))
+        return clip.scale.detach().to(image) * (image * text.to(image)).sum(1)
+
+    return log_prob
+
+
+def classifier_guide(classifier: torch.nn.Module, targets: Sequence, scale: float) -> Guide:
+    """The :data:`Guide` of classifier guidance toward ``targets`` (see
+    :func:`classifier_log_prob`) with scale s (Dhariwal & Nichol 2021, Alg. 2 / Eq. 14)."""
+
+    def guide(model: Model, schedule: NoiseSchedule) -> Model:
+        log_prob = classifier_log_prob(classifier, schedule, targets)
+        return gradient_guidance(model, schedule, log_prob_gradient(log_prob), scale)
+
+    return guide
+
+
+def clip_guide(clip: torch.nn.Module, prompts: Sequence[str], scale: float) -> Guide:
+    """The :data:`Guide` of CLIP guidance toward ``prompts`` (see :func:`clip_log_prob`)."""
+
+    def guide(model: Model, schedule: NoiseSchedule) -> Model:
+        log_prob = clip_log_prob(clip, schedule, prompts)
+        return gradient_guidance(model, schedule, log_prob_gradient(log_prob), scale)
+
+    return guide
+
+
+def threshold_guide(kind: str = "dynamic", percentile: float = 0.995) -> Guide:
+    """The :data:`Guide` that thresholds the implied x0 at every step (Saharia et al. 2022,
+    Sec. 2.3): ``"static"`` clips it to [-1, 1]; ``"dynamic"`` divides by the ``percentile``
+    quantile of |x0| where it exceeds 1. For pixel-space models (x0 in image range)."""
+    if kind == "static":
+        threshold = static_threshold
+    elif kind == "dynamic":
+        dynamic_threshold(torch.zeros(1, 1), percentile)  # refuse a bad percentile now
+        threshold = functools.partial(dynamic_threshold, percentile=percentile)
+    else:
+        raise ValueError(f"unknown thresholding {kind!r}; use one of {', '.join(THRESHOLDS)}.")
+
+    def guide(model: Model, schedule: NoiseSchedule) -> Model:
+        return thresholded(model, schedule, threshold)
+
+    return guide
+
+
+def chain_guides(*guides: Guide | None) -> Guide | None:
+    """One :data:`Guide` applying ``guides`` in order (None entries skipped; None if all are):
+    ``chain_guides(classifier_guide(...), threshold_guide())`` thresholds the guided x0."""
+    chosen = [g for g in guides if g is not None]
+    if not chosen:
+        return None
+
+    def guide(model: Model, schedule: NoiseSchedule) -> Model:
+        for g in chosen:
+            model = g(model, schedule)
+        return model
+
+    return guide

@@ -47,6 +47,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from difflab.models.feature_nets import FeatureNet, FeatureNetConfig
+from difflab.models.noise_conditioning import (  # noqa: F401 (re-exported)
+    LogSNREmbedding,
+    check_noise_range,
+    log_snr_signal_noise,
+    noise_images,
+)
 from difflab.models.text_encoder import DEFAULT_MAX_LENGTH, PromptEncoder, load_text_encoder
 from difflab.storage import write_folder_atomically
 from difflab.typed_config import from_dict, without_class_name
@@ -91,12 +97,7 @@ class CLIPConfig:
             raise ValueError(
                 "embed_dim, text_dim and text_max_length must be positive, text_hidden >= 0"
             )
-        if self.noise_features < 2 or self.noise_features % 2:
-            raise ValueError(f"noise_features must be even and >= 2, got {self.noise_features}")
-        if not self.log_snr_min < self.log_snr_max:
-            raise ValueError(
-                f"need log_snr_min < log_snr_max, got {self.log_snr_min}, {self.log_snr_max}"
-            )
+        check_noise_range(self.noise_features, self.log_snr_min, self.log_snr_max)
 
     def trunk_config(self) -> FeatureNetConfig:
         """The image tower's convolutional trunk, as a headless feature network."""
@@ -117,59 +118,6 @@ class CLIPConfig:
         if encoder != TEXT_ENCODER:
             raise ValueError(f"{source}: text_encoder {encoder!r}; only {TEXT_ENCODER!r} is known")
         return from_dict(cls, data, source)
-
-
-# ---------------------------------------------------------------------------------- noise
-
-
-def log_snr_signal_noise(log_snr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(alpha, sigma)`` of a variance-preserving process at log-SNR ``lambda``:
-    ``alpha^2 = sigmoid(lambda)``, ``sigma^2 = sigmoid(-lambda)`` (Kingma et al. 2021, Sec. 2)."""
-    return torch.sigmoid(log_snr).sqrt(), torch.sigmoid(-log_snr).sqrt()
-
-
-def noise_images(
-    images: torch.Tensor,
-    generator: torch.Generator,
-    noisy_fraction: float,
-    log_snr_min: float = -10.0,
-    log_snr_max: float = 10.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The noise-aware training input: each image is, with probability ``noisy_fraction``,
-    replaced by ``x_t = alpha x_0 + sigma eps`` (DDPM's q(x_t|x_0), Ho et al. 2020, Eq. 4, written
-    with the log-SNR) at a log-SNR drawn uniformly from ``[log_snr_min, log_snr_max]``, and kept
-    clean (log-SNR ``log_snr_max``) otherwise. Returns ``(x_t, log_snr [B])``; every draw comes
-    from ``generator`` (CPU), so a run is reproducible."""
-    n = images.shape[0]
-    noisy = torch.rand(n, generator=generator) < noisy_fraction
-    drawn = log_snr_min + (log_snr_max - log_snr_min) * torch.rand(n, generator=generator)
-    log_snr = torch.where(noisy, drawn, torch.full((n,), float(log_snr_max)))
-    eps = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(images.device)
-    alpha, sigma = (v.to(images).view(-1, 1, 1, 1) for v in log_snr_signal_noise(log_snr))
-    noisy = noisy.view(-1, 1, 1, 1).to(images.device)
-    return torch.where(noisy, alpha * images + sigma * eps, images), log_snr.to(images.device)
-
-
-class LogSNREmbedding(nn.Module):
-    """log-SNR -> Fourier features (sines and cosines of ``pi f_k u`` for ``u`` the log-SNR
-    mapped to [-1, 1], frequencies ``f_k`` geometric from 1/2 to 16; cf. the sinusoidal timestep
-    embedding of Ho et al. 2020 / Vaswani et al. 2017) -> MLP -> per-channel ``(scale, shift)``."""
-
-    def __init__(self, features: int, channels: int, low: float, high: float) -> None:
-        super().__init__()
-        self.low, self.high = low, high
-        half = features // 2
-        frequencies = 0.5 * 32.0 ** (torch.arange(half) / max(half - 1, 1))
-        self.register_buffer("frequencies", math.pi * frequencies, persistent=False)
-        self.mlp = nn.Sequential(
-            nn.Linear(features, 4 * features), nn.SiLU(), nn.Linear(4 * features, 2 * channels)
-        )
-
-    def forward(self, log_snr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        u = (2 * log_snr.clamp(self.low, self.high) - self.low - self.high) / (self.high - self.low)
-        angles = u[:, None] * self.frequencies.to(u)  # [B, features / 2]
-        scale, shift = self.mlp(torch.cat([angles.sin(), angles.cos()], dim=1)).chunk(2, dim=1)
-        return scale[:, :, None, None], shift[:, :, None, None]  # [B, C, 1, 1] each
 
 
 # ---------------------------------------------------------------------------------- text
@@ -256,14 +204,7 @@ class ShapesCLIP(nn.Module):
                 f"{self.name} is not noise-aware (config.noise_aware is false): call "
                 "encode_image without log_snr, on clean images"
             )
-        x = self.trunk.prepare(images).to(self.logit_scale.dtype)
-        for i, block in enumerate(self.trunk.blocks):
-            x = block(nn.functional.avg_pool2d(x, 2) if i else x)  # [B, C_i, H / 2^i, W / 2^i]
-            if i == 0 and self.noise_embedding is not None:
-                level = self.config.log_snr_max if log_snr is None else log_snr
-                level = torch.as_tensor(level, dtype=x.dtype, device=x.device).expand(x.shape[0])
-                scale, shift = self.noise_embedding(level)
-                x = x * (1 + scale) + shift  # FiLM (Perez et al. 2018)
+        x = self.trunk.feature_map(images, log_snr, self.noise_embedding)  # FiLM after block 1
         pooled = nn.functional.adaptive_avg_pool2d(x, self.config.grid).flatten(1)
         return nn.functional.normalize(self.image_projection(pooled), dim=-1)
 

@@ -24,6 +24,12 @@ unless ``resize=True``, which resamples it to the network's size with antialiase
 interpolation (documented in ``docs/metrics.md``: resampling itself changes the statistics, so
 compare only sets that went through the same resize).
 
+**Noise-aware** (``noise_aware = True``): the same network is the classifier of classifier
+guidance (Dhariwal & Nichol 2021, Sec. 4), trained on noisy images x_t and told each one's
+log-SNR, which modulates its first block's output (FiLM, shared with the CLIP image tower; see
+:mod:`difflab.models.noise_conditioning`). ``net.logits(x_t, log_snr)`` then gives
+log p(y | x_t) up to the heads' normalisation (:func:`difflab.guidance.classifier_log_prob`).
+
 Storage: a folder with ``config.json`` (the architecture and label names, ``_class_name``
 :data:`CLASS_NAME`) and ``model.safetensors``; nothing is pickled. Shipped networks live in the
 zoo (:func:`difflab.zoo.list_feature_networks`); :func:`load_feature_network` takes a shipped
@@ -39,6 +45,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from difflab.models.noise_conditioning import LogSNREmbedding, check_noise_range
 
 __all__ = [
     "CLASS_NAME", "CONFIG_FILE", "HEAD_KINDS", "WEIGHTS_FILE", "FeatureNet", "FeatureNetConfig",
@@ -82,9 +90,16 @@ class FeatureNetConfig:
     pooling: str = "mean"  # "mean" (D = width) or "mean_max" (mean and max pools, D = 2 width)
     feature_scale: float = 1.0  # features are pooled activations times this (set from data)
     heads: tuple[Head, ...] = field(default_factory=tuple)
+    # noise-aware (the classifier of classifier guidance): the first block's output is modulated
+    # by each image's log-SNR (FiLM), clamped to [log_snr_min, log_snr_max]; clean = log_snr_max
+    noise_aware: bool = False
+    noise_features: int = 16  # Fourier features of the log-SNR
+    log_snr_min: float = -10.0
+    log_snr_max: float = 10.0
     name: str = ""
 
     def __post_init__(self) -> None:
+        check_noise_range(self.noise_features, self.log_snr_min, self.log_snr_max)
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.in_channels not in (1, 3):
@@ -179,6 +194,12 @@ class FeatureNet(nn.Module):
         self.heads = nn.ModuleDict(
             {h.name: nn.Linear(config.embedding_dim, len(h.labels)) for h in config.heads}
         )
+        self.noise_embedding = (
+            LogSNREmbedding(config.noise_features, config.channels[0], config.log_snr_min,
+                            config.log_snr_max)
+            if config.noise_aware
+            else None
+        )  # fmt: skip
         self.num_features = config.embedding_dim  # read by torchmetrics' metric classes
 
     @property
@@ -222,32 +243,48 @@ class FeatureNet(nn.Module):
             align_corners=False,
         )  # fmt: skip
 
-    def pooled(self, images: torch.Tensor) -> torch.Tensor:
-        """The global pool ``[B, D]`` of the last block (Inception's pool3), before scaling."""
+    def feature_map(
+        self, images: torch.Tensor, log_snr=None, film: LogSNREmbedding | None = None
+    ) -> torch.Tensor:
+        """The last block's map ``[B, C, S / 2^(n-1), S / 2^(n-1)]``. A noise-aware network (or
+        one given a ``film`` embedding: the CLIP image tower keeps its own) modulates its first
+        block's output by each image's ``log_snr`` (a number or ``[B]``; None = clean)."""
+        film = self.noise_embedding if film is None else film
+        if log_snr is not None and film is None:
+            raise ValueError(
+                f"{self.name} is not noise-aware (config.noise_aware is false): call it without "
+                "log_snr, on clean images, or train a noise-aware one (noise_aware = true)"
+            )
         x = self.prepare(images).to(next(self.parameters()).dtype)
         for i, block in enumerate(self.blocks):
-            if i:
-                x = nn.functional.avg_pool2d(x, 2)
-            x = block(x)
+            x = block(nn.functional.avg_pool2d(x, 2) if i else x)  # [B, C_i, S / 2^i, S / 2^i]
+            if i == 0 and film is not None:
+                x = film.modulate(x, log_snr)
+        return x
+
+    def pooled(self, images: torch.Tensor, log_snr=None) -> torch.Tensor:
+        """The global pool ``[B, D]`` of the last block (Inception's pool3), before scaling."""
+        x = self.feature_map(images, log_snr)
         if self.config.pooling == "mean_max":
             return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
         return x.mean(dim=(2, 3))
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
+    def embed(self, images: torch.Tensor, log_snr=None) -> torch.Tensor:
         """Features ``[B, D]``: the pool times ``config.feature_scale``, one number chosen after
         training so that training images have ``mean(x**2) = 1`` (KID's kernel
         ``(x.y / D + 1)^3`` assumes features of about unit size; FID only scales by its square,
         and precision/recall do not change)."""
-        return self.pooled(images) * self.config.feature_scale
+        return self.pooled(images, log_snr) * self.config.feature_scale
 
-    def forward(self, images: torch.Tensor, logits: bool = False):
+    def forward(self, images: torch.Tensor, logits: bool = False, log_snr=None):
         if logits:
-            return self.logits(images)
-        return self.embed(images)
+            return self.logits(images, log_snr)
+        return self.embed(images, log_snr)
 
-    def logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{head name: logits [B, labels]}`` (the heads read the unscaled pool)."""
-        pooled = self.pooled(images)
+    def logits(self, images: torch.Tensor, log_snr=None) -> dict[str, torch.Tensor]:
+        """``{head name: logits [B, labels]}`` (the heads read the unscaled pool); a noise-aware
+        network takes each image's ``log_snr`` (None = clean)."""
+        pooled = self.pooled(images, log_snr)
         return {name: head(pooled) for name, head in self.heads.items()}
 
     def head(self, name: str) -> Head:

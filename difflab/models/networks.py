@@ -16,6 +16,7 @@ from diffusers import (
     AutoencoderKL,
     DiTTransformer2DModel,
     PixArtTransformer2DModel,
+    PriorTransformer,
     UNet2DConditionModel,
     UNet2DModel,
 )
@@ -43,13 +44,29 @@ def text_conditional_unet(
     attention_head_dim: int = 8,
     norm_num_groups: int = 16,
     attention_levels: Sequence[bool] | None = None,
+    out_channels: int | None = None,
+    class_embed_type: str | None = None,
+    image_embedding_dim: int | None = None,
 ) -> UNet2DConditionModel:
     """The latent denoiser of Stable Diffusion (Rombach et al. 2022, Sec. 3.3): a U-Net whose
     attention blocks cross-attend to the text encoder's per-token states. ``attention_levels``
     says which resolution levels (full resolution first) have them; by default every level but
     the lowest-resolution one, as in Stable Diffusion (the middle block always has one). A
     pixel-space model leaves them off its full-resolution level, where attention over every
-    pixel would dominate the cost."""
+    pixel would dominate the cost.
+
+    Variants, all stock diffusers options:
+
+    - a super-resolution model takes the upsampled low-resolution image as extra input channels
+      (``in_channels`` = its own + the conditioning's, ``out_channels`` its own; Saharia et al.
+      2022, Sec. 2.5) and its noise-augmentation level through ``class_embed_type="timestep"``
+      (sinusoidal features of ``class_labels`` added to the timestep embedding, as Ho et al.
+      2022's cascaded models condition on the augmentation level);
+    - an unCLIP decoder (``image_embedding_dim``) conditions on a CLIP image embedding instead of
+      text, projected to 32 context tokens for cross-attention and added to the timestep
+      embedding (Ramesh et al. 2022, Sec. 2.1; diffusers' Kandinsky 2.2 layout:
+      ``encoder_hid_dim_type="image_proj"``, ``addition_embed_type="image"``); call it with
+      ``encoder_hidden_states=None, added_cond_kwargs={"image_embeds": e}``."""
     levels = len(block_out_channels)
     _check_divisible(sample_size, levels, "latent")
     if attention_levels is None:
@@ -61,10 +78,14 @@ def text_conditional_unet(
         )
     down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention_levels]
     up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention_levels)]
+    image = {}
+    if image_embedding_dim is not None:
+        image = dict(encoder_hid_dim=image_embedding_dim, encoder_hid_dim_type="image_proj",
+                     addition_embed_type="image")  # fmt: skip
     return UNet2DConditionModel(
         sample_size=sample_size,
         in_channels=in_channels,
-        out_channels=in_channels,
+        out_channels=out_channels or in_channels,
         down_block_types=tuple(down),
         up_block_types=tuple(up),
         block_out_channels=tuple(block_out_channels),
@@ -72,7 +93,40 @@ def text_conditional_unet(
         cross_attention_dim=cross_attention_dim,
         attention_head_dim=attention_head_dim,
         norm_num_groups=norm_num_groups,
+        class_embed_type=class_embed_type,
+        **image,
     )
+
+
+def embedding_prior(
+    embedding_dim: int = 128,
+    num_layers: int = 4,
+    num_attention_heads: int = 4,
+    attention_head_dim: int = 32,
+) -> PriorTransformer:
+    """The diffusion prior of unCLIP (DALL-E 2, Ramesh et al. 2022, Sec. 2.1): a transformer
+    over four tokens - the CLIP text embedding, the timestep embedding, the noised CLIP image
+    embedding and a learned output token - whose output token's projection predicts the clean
+    image embedding directly (x0-prediction, "sample" in difflab's schedules). diffusers'
+    ``PriorTransformer`` (Karlo/Kandinsky's prior) without text-token inputs. Its
+    ``clip_mean``/``clip_std`` hold the per-dimension statistics the embeddings are standardised
+    with (``post_process_latents`` undoes it); they start at 0 and 1 and are set from data."""
+    prior = PriorTransformer(
+        num_attention_heads=num_attention_heads,
+        attention_head_dim=attention_head_dim,
+        num_layers=num_layers,
+        embedding_dim=embedding_dim,
+        num_embeddings=0,
+        additional_embeddings=4,
+        encoder_hid_proj_type=None,
+        added_emb_type="prd",
+        clip_embed_dim=embedding_dim,
+    )
+    with torch.no_grad():
+        prior.clip_std.fill_(1.0)
+    prior.clip_mean.requires_grad_(False)
+    prior.clip_std.requires_grad_(False)
+    return prior
 
 
 def text_conditional_dit(
@@ -115,6 +169,8 @@ def model_output(output) -> torch.Tensor:
         return output
     if hasattr(output, "sample"):
         return output.sample
+    if hasattr(output, "to_tuple"):  # other diffusers outputs (PriorTransformerOutput, ...)
+        return output.to_tuple()[0]
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
     raise TypeError(f"cannot read a tensor out of a model output of type {type(output).__name__}.")

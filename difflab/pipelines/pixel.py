@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from difflab import samplers
-from difflab.guidance import classifier_free_guidance
+from difflab.guidance import Guide, classifier_free_guidance
 from difflab.pipelines.text_to_image import images_to_pil, schedule_from_diffusers_config
 from difflab.schedules import NoiseSchedule
 
@@ -56,10 +56,14 @@ class PixelPipeline:
         guidance: float = 1.0,
         sampler: str = "ddim",
         seed: int = 0,
+        guide: Guide | None = None,
         **sampler_options,
     ) -> torch.Tensor:
-        """Images [N, C, H, W] in [-1, 1]: one per label (conditional) or ``labels`` of them
-        (an int, unconditional). Image i starts from the noise of seed ``seed + i``."""
+        """Images [N, C, H, W] in [-1, 1]: one per label (conditional; ``None`` is the null
+        class, i.e. the unconditional model) or ``labels`` of them (an int, unconditional).
+        Image i starts from the noise of seed ``seed + i``. ``guide`` wraps the (classifier-free
+        guided) denoiser, e.g. :func:`difflab.guidance.classifier_guide` or
+        :func:`~difflab.guidance.threshold_guide`."""
         c = self.unet.config
         if isinstance(labels, int):
             if self.class_names:
@@ -68,7 +72,9 @@ class PixelPipeline:
         else:
             if not self.class_names:
                 raise ValueError("this model is unconditional: pass the number of images.")
-            class_ids = torch.tensor([self.class_index(label) for label in labels])
+            class_ids = torch.tensor(
+                [self.null_class if label is None else self.class_index(label) for label in labels]
+            )
             count = len(class_ids)
         device = next(self.unet.parameters()).device
         x_T = torch.cat(
@@ -84,7 +90,7 @@ class PixelPipeline:
 
         if class_ids is None:
             denoiser = model
-        elif guidance != 1.0:
+        elif guidance != 1.0 and bool((class_ids != self.null_class).any()):
             null = torch.full_like(class_ids, self.null_class)
             denoiser = classifier_free_guidance(
                 model, class_ids.to(device), null.to(device), guidance
@@ -94,11 +100,22 @@ class PixelPipeline:
             def denoiser(x, t):
                 return model(x, t, class_ids.to(device))
 
+        if guide is not None:
+            denoiser = guide(denoiser, self.schedule)
         generator = torch.Generator().manual_seed(seed + 10_000_019)
         x0 = samplers.sample(
             sampler, denoiser, self.schedule, x_T, steps, generator, **sampler_options
         )
         return x0.clamp(-1, 1)
+
+    def sampling_settings(
+        self, sampler: str | None = None, guidance: float | None = None, **sampler_options
+    ) -> tuple[str, float, dict]:
+        """The (sampler, guidance, options) a call naming none runs: dpmpp_2m, classifier-free
+        guidance weight 2 for a class-conditional model and 1 (none) for an unconditional one."""
+        if guidance is None:
+            guidance = 2.0 if self.class_names else 1.0
+        return sampler or "dpmpp_2m", float(guidance), sampler_options
 
     def __call__(
         self, labels, steps: int = 50, guidance: float = 1.0, **options

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from difflab import samplers
-from difflab.guidance import classifier_free_guidance
+from difflab.guidance import Guide, classifier_free_guidance
 from difflab.models.networks import call_denoiser, guidance_condition, guidance_input_dim
 from difflab.models.text_encoder import PromptEncoder, load_text_encoder
 from difflab.schedules import NoiseSchedule
@@ -65,6 +65,24 @@ def schedule_from_diffusers_config(config: dict) -> NoiseSchedule:
         beta_end=config.get("beta_end", 0.02),
         prediction_type=prediction_type,
     )
+
+
+def noise_per_image(
+    shape: Sequence[int],
+    count: int,
+    seed: int | Sequence[torch.Generator],
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """``[count, *shape]`` unit Gaussian noise, image i from its own generator (seeded
+    ``seed + i``, or the i-th of the given generators), so an image does not depend on how many
+    others share its batch."""
+    if isinstance(seed, int):
+        generators = [torch.Generator().manual_seed(seed + i) for i in range(count)]
+    else:
+        generators = list(seed)
+    if len(generators) != count:
+        raise ValueError(f"got {len(generators)} generators for {count} images.")
+    return torch.cat([torch.randn((1, *shape), generator=g, dtype=dtype) for g in generators])
 
 
 def images_to_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -301,7 +319,10 @@ class TextToImagePipeline:
         """``model(x_t, t)`` for the samplers: conditioned on the prompts (each repeated
         ``num_images_per_prompt`` times) and guided with weight ``guidance`` - by
         classifier-free guidance, or as the input of a denoiser that takes it."""
-        context = self.prompt_encoder(list(prompts)).repeat_interleave(num_images_per_prompt, 0)
+        guided = guidance != 1.0 and not self.guidance_embedded
+        # the empty prompt rides in the same text-encoder call (one pass instead of two)
+        states = self.prompt_encoder(list(prompts) + [""] * guided)
+        context = states[: len(prompts)].repeat_interleave(num_images_per_prompt, 0)
         model = self.denoiser()
         if self.guidance_embedded:
 
@@ -309,9 +330,8 @@ class TextToImagePipeline:
                 return model(x, t, context, guidance)
 
             return embedded
-        if guidance != 1.0:
-            empty = self.prompt_encoder([""], warn=False).expand_as(context)
-            return classifier_free_guidance(model, context, empty, guidance)
+        if guided:
+            return classifier_free_guidance(model, context, states[-1:].expand_as(context), guidance)
 
         def conditional(x, t):
             return model(x, t, context)
@@ -321,16 +341,8 @@ class TextToImagePipeline:
     def initial_noise(self, count: int, seed: int | Sequence[torch.Generator]) -> torch.Tensor:
         """Starting latents, one generator per image (seed, seed + 1, ...), so an image does not
         depend on how many others share its batch."""
-        if isinstance(seed, int):
-            generators = [torch.Generator().manual_seed(seed + i) for i in range(count)]
-        else:
-            generators = list(seed)
-        if len(generators) != count:
-            raise ValueError(f"got {len(generators)} generators for {count} images.")
         dtype = next(self.unet.parameters()).dtype
-        return torch.cat(
-            [torch.randn((1, *self.latent_shape), generator=g, dtype=dtype) for g in generators]
-        )
+        return noise_per_image(self.latent_shape, count, seed, dtype)
 
     @torch.no_grad()
     def latents(
@@ -343,11 +355,14 @@ class TextToImagePipeline:
         seed: int | Sequence[torch.Generator] = 0,
         callback=None,
         progress: bool = False,
+        guide: Guide | None = None,
         **sampler_options,
     ) -> torch.Tensor:
         """Sample latents [N, C, h, w] (N = len(prompts) * num_images_per_prompt, grouped by
         prompt). ``guidance`` is the classifier-free guidance weight (1 = off); ``sampler``,
-        ``guidance`` and the sampler's options default to :meth:`sampling_settings`."""
+        ``guidance`` and the sampler's options default to :meth:`sampling_settings`. ``guide``
+        wraps the guided denoiser (:data:`difflab.guidance.Guide`; classifier / CLIP guidance
+        and thresholding act on pixels, so give one to a pixel-space model)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("give at least one prompt.")
@@ -359,6 +374,8 @@ class TextToImagePipeline:
         count = len(prompts) * num_images_per_prompt
         device = next(self.unet.parameters()).device
         guided = self.conditioned_model(prompts, num_images_per_prompt, guidance)
+        if guide is not None:
+            guided = guide(guided, self.schedule)
         x_T = self.initial_noise(count, seed).to(device)
         noise_seed = seed if isinstance(seed, int) else 0
         generator = torch.Generator().manual_seed(noise_seed + 10_000_019)

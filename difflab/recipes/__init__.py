@@ -17,7 +17,16 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 def _kinds() -> dict:
-    from difflab.recipes import clip, distill, features, pixel, text_to_image, vae
+    from difflab.recipes import (
+        clip,
+        distill,
+        features,
+        pixel,
+        super_resolution,
+        text_to_image,
+        unclip,
+        vae,
+    )
 
     return {
         "vae": (vae.VAERecipe, vae.run),
@@ -28,6 +37,9 @@ def _kinds() -> dict:
         "progressive": (distill.ProgressiveRecipe, distill.run_progressive),
         "consistency": (distill.ConsistencyRecipe, distill.run_consistency),
         "lcm_lora": (distill.LCMLoRARecipe, distill.run_lcm_lora),
+        "super_resolution": (super_resolution.SuperResolutionRecipe, super_resolution.run),
+        "unclip_decoder": (unclip.UnCLIPDecoderRecipe, unclip.run_decoder),
+        "unclip_prior": (unclip.UnCLIPPriorRecipe, unclip.run_prior),
     }
 
 

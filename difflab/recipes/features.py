@@ -21,6 +21,13 @@ A multi-label head counts as right on an image only when its whole set of labels
 (``heldout_accuracy``); ``heldout_label_accuracy`` is the mean over single labels. The sanity
 figure ``fid_sanity`` compares two disjoint real validation sets, and a real set with blurred and
 noisy copies of the other (see :func:`difflab.eval.distribution.sanity_figures`).
+
+``noise_aware = true`` makes the network the **noise-aware classifier of classifier guidance**
+(Dhariwal & Nichol 2021, Sec. 4: "we train a classifier p(y | x_t, t) on noisy images x_t"):
+a ``noisy_fraction`` of each batch is noised to ``x_t = alpha x_0 + sigma eps`` at a log-SNR
+drawn uniformly from ``[log_snr_min, log_snr_max]`` (the rest stays clean), and the network is
+told each image's log-SNR (FiLM of its first block, as shapes-clip's image tower). Held-out
+accuracy is then also reported at log-SNR 5, 0 and -5 (``heldout_accuracy_noisy``).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from difflab.data.shapes import (
 from difflab.eval.features import extract_features
 from difflab.models.feature_nets import FeatureNet, FeatureNetConfig, Head, save_feature_network
 from difflab.models.networks import parameter_count
+from difflab.models.noise_conditioning import EVAL_LOG_SNRS, noise_images
 from difflab.train import TrainConfig, train
 
 DATASETS = ("shapes", "digits")
@@ -65,6 +73,10 @@ class FeaturesRecipe:
     max_objects: int = 4  # shapes: scenes hold 1..max_objects objects (the count head's classes)
     shift: int = 0  # random translation augmentation, in pixels (0 = off)
     scaling_images: int = 2000  # training images that set the feature scale
+    noise_aware: bool = False  # train on noisy images told their log-SNR (classifier guidance)
+    noisy_fraction: float = 0.8  # share of each batch noised (noise_aware only)
+    log_snr_min: float = -10.0  # noise levels drawn uniformly in [log_snr_min, log_snr_max]
+    log_snr_max: float = 10.0
 
 
 def shapes_heads(max_objects: int = 4) -> tuple[Head, ...]:
@@ -145,15 +157,21 @@ def random_shift(images: torch.Tensor, pixels: int, generator: torch.Generator) 
     )
 
 
-def classification_objective(heads: tuple[Head, ...], shift: int = 0):
+def classification_objective(
+    heads: tuple[Head, ...], shift: int = 0, noise: tuple[float, float, float] | None = None
+):
     """``objective(net, batch, generator)``: the summed losses of all heads — binary
-    cross-entropy (mean over labels) for multi-label heads, cross-entropy for multi-class."""
+    cross-entropy (mean over labels) for multi-label heads, cross-entropy for multi-class.
+    ``noise = (noisy_fraction, log_snr_min, log_snr_max)`` noises the (shifted) images first
+    (:func:`~difflab.models.noise_conditioning.noise_images`) and tells the net their log-SNR."""
 
     def objective(model, batch, generator):
-        images = batch["image"]
+        images, log_snr = batch["image"], None
         if shift:
             images = random_shift(images, shift, generator)
-        logits = model(images, logits=True)
+        if noise is not None:
+            images, log_snr = noise_images(images, generator, *noise)
+        logits = model(images, logits=True, log_snr=log_snr)
         loss = images.new_zeros(())
         for head in heads:
             target = batch[head.name]
@@ -169,16 +187,23 @@ def classification_objective(heads: tuple[Head, ...], shift: int = 0):
 
 
 @torch.no_grad()
-def heldout_accuracy(net: FeatureNet, dataset: Dataset, batch_size: int = 256) -> dict:
+def heldout_accuracy(
+    net: FeatureNet, dataset: Dataset, batch_size: int = 256, log_snr: float | None = None
+) -> dict:
     """Per head: ``accuracy`` (an image counts when the head is right on every label) and
-    ``label_accuracy`` (mean over single labels; equal to accuracy for multi-class heads)."""
+    ``label_accuracy`` (mean over single labels; equal to accuracy for multi-class heads).
+    ``log_snr``: noise the images to that level first (noise seeded 0; noise-aware nets)."""
+    generator = torch.Generator().manual_seed(0)
     was_training = net.training
     net.eval()
     right: dict[str, list[torch.Tensor]] = {h.name: [] for h in net.config.heads}
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         batch = {k: torch.stack([torch.as_tensor(item[k]) for item in items]) for k in items[0]}
-        logits = net.logits(batch["image"])
+        images = batch["image"]
+        if log_snr is not None:
+            images, _ = noise_images(images, generator, 1.0, log_snr, log_snr)
+        logits = net.logits(images, log_snr=log_snr)
         for head in net.config.heads:
             if head.kind == "multilabel":
                 right[head.name].append((logits[head.name] > 0) == (batch[head.name] > 0.5))
@@ -216,7 +241,10 @@ def _network(options: FeaturesRecipe, heads: tuple[Head, ...], channels: int) ->
             norm_groups=options.norm_groups,
             pooling=options.pooling,
             heads=heads,
-            name=f"{options.dataset}-features",
+            noise_aware=options.noise_aware,
+            log_snr_min=options.log_snr_min,
+            log_snr_max=options.log_snr_max,
+            name=f"{options.dataset}-{'classifier' if options.noise_aware else 'features'}",
         )
     )
 
@@ -246,10 +274,15 @@ def run(
     with torch.random.fork_rng(devices=[]):  # initial weights from the run's seed
         torch.manual_seed(config.seed)
         net = _network(options, heads, channels)
+    noise = None
+    if options.noise_aware:
+        if not 0 <= options.noisy_fraction <= 1:
+            raise ValueError(f"noisy_fraction must be in [0, 1], got {options.noisy_fraction}")
+        noise = (options.noisy_fraction, options.log_snr_min, options.log_snr_max)
     result = train(
         config,
         net,
-        classification_objective(heads, options.shift),
+        classification_objective(heads, options.shift, noise),
         data,
         out,
         resume=resume,
@@ -266,6 +299,10 @@ def run(
         if enough
         else None
     )
+    noisy = {
+        str(level): heldout_accuracy(final, validation, log_snr=level)["accuracy"]
+        for level in (EVAL_LOG_SNRS if options.noise_aware else ())
+    }
     return {
         "parameters": parameter_count(final),
         "feature_dim": final.config.embedding_dim,
@@ -275,6 +312,7 @@ def run(
         "heldout_images": len(validation),
         "heldout_accuracy": measured["accuracy"],
         "heldout_label_accuracy": measured["label_accuracy"],
+        **({"heldout_accuracy_noisy": noisy} if noisy else {}),
         "fid_sanity": sanity,
         "features": str(out / "features"),
     }

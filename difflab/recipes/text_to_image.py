@@ -163,23 +163,35 @@ def cached_encode_dataset(
     return encoded
 
 
-def with_caption_dropout(objective, empty: torch.Tensor, probability: float):
-    """Replace each example's text states by the empty prompt's with ``probability``, drawing
-    from the Trainer's generator (so a resumed run drops the same captions)."""
+def with_caption_dropout(
+    objective, empty: torch.Tensor, probability: float, key: str = "encoder_hidden_states"
+):
+    """Replace each example's text states (or whatever condition the batch holds under ``key``,
+    e.g. an unCLIP decoder's image embedding) by the null condition ``empty`` with
+    ``probability``, drawing from the Trainer's generator (so a resumed run drops the same
+    captions)."""
 
     def dropped(model, batch, generator):
-        context = batch["encoder_hidden_states"]
+        context = batch[key]
         drop = torch.rand(context.shape[0], generator=generator) < probability
         if drop.any():
             context = context.clone()
             context[drop.to(context.device)] = empty.to(context)
-        return objective(model, {**batch, "encoder_hidden_states": context}, generator)
+        return objective(model, {**batch, key: context}, generator)
 
     return dropped
 
 
-def latent_denoiser(options: TextToImageRecipe, latent_size: int, latent_channels: int):
-    """The denoiser the recipe names: a cross-attention U-Net or a DiT."""
+def latent_denoiser(
+    options: TextToImageRecipe, latent_size: int, latent_channels: int, **unet_options
+):
+    """The denoiser the recipe names: a cross-attention U-Net or a DiT. ``unet_options`` go to
+    :func:`~difflab.models.networks.text_conditional_unet` (the SR and unCLIP-decoder recipes'
+    variants, which are U-Nets only)."""
+    if unet_options and options.denoiser != "unet":
+        raise ValueError(
+            f'this recipe trains a U-Net; set denoiser = "unet", not {options.denoiser!r}.'
+        )
     if options.denoiser == "unet":
         return text_conditional_unet(
             sample_size=latent_size,
@@ -189,6 +201,7 @@ def latent_denoiser(options: TextToImageRecipe, latent_size: int, latent_channel
             attention_head_dim=options.attention_head_dim,
             norm_num_groups=options.norm_num_groups,
             attention_levels=tuple(options.attention_levels) or None,
+            **unet_options,
         )
     if options.denoiser == "dit":
         return text_conditional_dit(
@@ -203,21 +216,38 @@ def latent_denoiser(options: TextToImageRecipe, latent_size: int, latent_channel
 
 
 def load_frozen_vae(folder: str) -> tuple[Path | None, object]:
-    """(path, frozen AutoencoderKL) of the recipe's ``vae`` option; ``(None, None)`` for ``""``
-    (pixel space)."""
+    """(path, frozen AutoencoderKL) of the recipe's ``vae`` option: a VAE folder, or the name of
+    a shipped latent model whose VAE to reuse (``vae = "shapes-t2i"``); ``(None, None)`` for
+    ``""`` (pixel space)."""
     from diffusers import AutoencoderKL
+
+    from difflab.zoo import list_models
 
     if not folder:
         return None, None
     vae_path = Path(folder)
+    shipped = list_models()
+    if not (vae_path / "config.json").is_file() and folder in shipped:
+        vae_path = shipped[folder] / "vae"
     if not (vae_path / "config.json").is_file():
         raise FileNotFoundError(
             f"no trained VAE at {vae_path}; train one first (`difflab train shapes-vae --out "
-            f'{vae_path.parent}`), set `vae = "..."` in the recipe\'s [recipe] section, or '
-            '`vae = ""` for a pixel-space model.'
+            f"{vae_path.parent}`), name a shipped latent model whose VAE to reuse (`vae = "
+            f'"shapes-t2i"` in the recipe\'s [recipe] section), or set `vae = ""` for a '
+            "pixel-space model."
         )
     vae = AutoencoderKL.from_pretrained(vae_path, torch_dtype=torch.float32, use_safetensors=True)
     return vae_path, vae.eval().requires_grad_(False)
+
+
+def recipe_schedule(options: TextToImageRecipe):
+    """The noise schedule the recipe's options name."""
+    return make_schedule(
+        options.schedule,
+        beta_start=options.beta_start,
+        beta_end=options.beta_end,
+        prediction_type=options.prediction_type,
+    )
 
 
 def grid_sample_fn(pipeline_of, **call_options):
@@ -239,12 +269,7 @@ def run(
     """Train the latent denoiser and save the whole pipeline to ``out/pipeline``."""
     vae_path, vae = load_frozen_vae(options.vae)
     prompt_encoder = PromptEncoder.from_pretrained()
-    schedule = make_schedule(
-        options.schedule,
-        beta_start=options.beta_start,
-        beta_end=options.beta_end,
-        prediction_type=options.prediction_type,
-    )
+    schedule = recipe_schedule(options)
     if vae is None:  # pixel space: the denoiser sees the images themselves
         latent_size, latent_channels = options.image_size, 3
     else:

@@ -145,16 +145,30 @@ def ship_clip(model, name: str, model_card: str, zoo_dir: Path = ZOO_DIR) -> Pat
 def load_pipeline(name_or_path: str | Path = DEFAULT_MODEL):
     """Load a shipped model by name, or any pipeline folder, as a difflab pipeline: a
     :class:`~difflab.pipelines.text_to_image.TextToImagePipeline` for text-to-image folders, a
-    :class:`~difflab.pipelines.pixel.PixelPipeline` for pixel-space ones."""
+    :class:`~difflab.pipelines.pixel.PixelPipeline` for pixel-space class-conditional or
+    unconditional ones, a :class:`~difflab.pipelines.cascade.CascadePipeline` (or one of its
+    :class:`~difflab.pipelines.cascade.SuperResolutionPipeline` stages) or an
+    :class:`~difflab.pipelines.unclip.UnCLIPPipeline`."""
     import json
 
+    from difflab.pipelines.cascade import (
+        CASCADE,
+        SUPER_RESOLUTION,
+        CascadePipeline,
+        SuperResolutionPipeline,
+    )
     from difflab.pipelines.pixel import CLASS_CONDITIONAL, PixelPipeline
     from difflab.pipelines.text_to_image import TextToImagePipeline
+    from difflab.pipelines.unclip import UNCLIP, UnCLIPPipeline
 
     folder = resolve_model(name_or_path)
     kind = json.loads((folder / "model_index.json").read_text()).get("_class_name")
     if kind in (CLASS_CONDITIONAL, "DDPMPipeline"):
         return PixelPipeline.from_pretrained(folder)
+    others = {CASCADE: CascadePipeline, SUPER_RESOLUTION: SuperResolutionPipeline,
+              UNCLIP: UnCLIPPipeline}  # fmt: skip
+    if kind in others:
+        return others[kind].from_pretrained(folder)
     return TextToImagePipeline.from_pretrained(folder)
 
 

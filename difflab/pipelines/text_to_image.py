@@ -331,7 +331,9 @@ class TextToImagePipeline:
 
             return embedded
         if guided:
-            return classifier_free_guidance(model, context, states[-1:].expand_as(context), guidance)
+            return classifier_free_guidance(
+                model, context, states[-1:].expand_as(context), guidance
+            )
 
         def conditional(x, t):
             return model(x, t, context)

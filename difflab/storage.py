@@ -49,3 +49,33 @@ def write_folder_atomically(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def write_weights_folder(
+    folder: Path,
+    module,
+    config: dict,
+    replaceable: Callable[[Path], bool],
+    what: str,
+    dtype=None,
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """The one-module folder layout of difflab's own networks (feature networks, CLIP models):
+    ``config.json`` (``config``) and ``model.safetensors`` (``module``'s state dict, cast to
+    ``dtype`` if given, e.g. ``torch.float16`` for the zoo), plus ``extra`` files (name -> text,
+    e.g. a model card), written by :func:`write_folder_atomically`."""
+    import json
+
+    from safetensors.torch import save_file
+
+    def fill(staging: Path) -> None:
+        tensors = {
+            key: (value.to(dtype) if dtype is not None else value).detach().cpu().contiguous()
+            for key, value in module.state_dict().items()
+        }
+        save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        for name, text in (extra or {}).items():
+            (staging / name).write_text(text)
+
+    return write_folder_atomically(Path(folder), fill, replaceable, what)

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from difflab.models.feature_nets import FeatureNet, FeatureNetConfig
@@ -54,7 +54,7 @@ from difflab.models.noise_conditioning import (  # noqa: F401 (re-exported)
     noise_images,
 )
 from difflab.models.text_encoder import DEFAULT_MAX_LENGTH, PromptEncoder, load_text_encoder
-from difflab.storage import write_folder_atomically
+from difflab.storage import write_weights_folder
 from difflab.typed_config import from_dict, without_class_name
 
 CLASS_NAME = "DifflabCLIP"
@@ -315,17 +315,9 @@ def save_clip_model(
     a model card) go alongside. The frozen text encoder is not written. An existing folder that
     is not a CLIP folder is refused, never deleted."""
 
-    def fill(staging: Path) -> None:
-        tensors = {
-            key: (value.to(dtype) if dtype is not None else value).detach().cpu().contiguous()
-            for key, value in model.state_dict().items()
-        }
-        save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
-        (staging / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-        for name, text in (extra or {}).items():
-            (staging / name).write_text(text)
-
-    return write_folder_atomically(Path(folder), fill, is_clip_folder, "CLIP model")
+    return write_weights_folder(
+        Path(folder), model, model.config.to_dict(), is_clip_folder, "CLIP model", dtype, extra
+    )
 
 
 def load_clip_model(

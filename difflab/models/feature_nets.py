@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from difflab.models.noise_conditioning import LogSNREmbedding, check_noise_range
@@ -339,19 +339,12 @@ def save_feature_network(
     hidden sibling folder that then replaces ``folder`` in one rename. An existing ``folder``
     must itself be a feature network folder (anything else is refused, never deleted).
     ``extra`` files (name -> text, e.g. a model card) are written alongside."""
-    from difflab.storage import write_folder_atomically
+    from difflab.storage import write_weights_folder
 
-    def fill(staging: Path) -> None:
-        tensors = {
-            k: (v.to(dtype) if dtype is not None else v).detach().cpu().contiguous()
-            for k, v in net.state_dict().items()
-        }
-        save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
-        (staging / CONFIG_FILE).write_text(json.dumps(net.config.to_dict(), indent=2) + "\n")
-        for name, text in (extra or {}).items():
-            (staging / name).write_text(text)
-
-    return write_folder_atomically(Path(folder), fill, is_feature_network_folder, "feature network")
+    return write_weights_folder(
+        Path(folder), net, net.config.to_dict(), is_feature_network_folder, "feature network",
+        dtype, extra,
+    )  # fmt: skip
 
 
 def load_feature_network(name_or_folder: str | Path, resize: bool = False) -> FeatureNet:

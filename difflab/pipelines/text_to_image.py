@@ -346,7 +346,6 @@ class TextToImagePipeline:
         dtype = next(self.unet.parameters()).dtype
         return noise_per_image(self.latent_shape, count, seed, dtype)
 
-    @torch.no_grad()
     def latents(
         self,
         prompts: str | Sequence[str],
@@ -381,10 +380,15 @@ class TextToImagePipeline:
         x_T = self.initial_noise(count, seed).to(device)
         noise_seed = seed if isinstance(seed, int) else 0
         generator = torch.Generator().manual_seed(noise_seed + 10_000_019)
-        return samplers.sample(
-            sampler, guided, self.schedule, x_T, steps, generator,
-            callback=callback, progress=progress, **sampler_options,
-        )  # fmt: skip
+        # inference mode is ~5% faster than no_grad on CPU, but a guide differentiates the
+        # denoiser, which inference mode forbids; the result is cloned out of inference mode so
+        # callers may use it in autograd
+        with torch.no_grad() if guide is not None else torch.inference_mode():
+            latents = samplers.sample(
+                sampler, guided, self.schedule, x_T, steps, generator,
+                callback=callback, progress=progress, **sampler_options,
+            )  # fmt: skip
+        return latents.clone()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

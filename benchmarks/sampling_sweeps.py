@@ -180,12 +180,27 @@ def guidance_findings(results: list[dict]) -> list[str]:
     best_fid = min(results, key=lambda r: r["fid"])
     best_shapes = max(results, key=lambda r: r["shapes"]["overall"])
     first, last = results[0], results[-1]
+    best_recall = max(results, key=lambda r: r["recall"])
+    above = [r["recall"] for r in results if r["guidance"] >= best_recall["guidance"]]
+    falls = (
+        "falls at every step" if all(a > b for a, b in zip(above, above[1:], strict=False))
+        else "falls overall (not at every step)"
+    )  # fmt: skip
+    gain = last["shapes"]["overall"] - best_recall["shapes"]["overall"]
     return [
         f"- Fidelity: ShapesEval overall goes from {first['shapes']['overall']:.3f} at w = "
         f"{first['guidance']:g} to {last['shapes']['overall']:.3f} at w = {last['guidance']:g}; "
         f"its maximum is {best_shapes['shapes']['overall']:.3f} at w = {best_shapes['guidance']:g}.",
-        f"- Diversity: recall goes from {first['recall']:.3f} to {last['recall']:.3f}; "
-        f"precision from {first['precision']:.3f} to {last['precision']:.3f}.",
+        f"- Diversity: recall goes from {first['recall']:.3f} to {last['recall']:.3f}, peaking at "
+        f"{best_recall['recall']:.3f} at w = {best_recall['guidance']:g}; precision from "
+        f"{first['precision']:.3f} to {last['precision']:.3f}.",
+        f"- Above w = {best_recall['guidance']:g}, recall {falls} while ShapesEval goes from "
+        f"{best_recall['shapes']['overall']:.3f} to {last['shapes']['overall']:.3f}: "
+        + (
+            "guidance trades diversity for fidelity there, as Ho & Salimans report."
+            if gain > 0
+            else "no fidelity is bought with the lost diversity."
+        ),
         f"- FID is lowest ({best_fid['fid']:.2f}) at w = {best_fid['guidance']:g}.",
     ]
 

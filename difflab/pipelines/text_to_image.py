@@ -92,6 +92,15 @@ def images_to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in array]
 
 
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Latents to images in [-1, 1]: the VAE decodes them after dividing by its scaling factor
+    (Rombach et al. 2022, Sec. 4.3.2, latents rescaled to unit variance); with no VAE (a
+    pixel-space model) the samples are the images."""
+    if vae is None:
+        return latents.clamp(-1, 1)
+    return vae.decode(latents / vae.config.scaling_factor).sample.clamp(-1, 1)
+
+
 @dataclass
 class TextToImagePipeline:
     """Latent text-to-image diffusion: ``pipeline(prompts, steps=..., guidance=...)`` -> PIL images.
@@ -392,11 +401,8 @@ class TextToImagePipeline:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents to images in [-1, 1] (dividing by the VAE's scaling factor first); a
-        pixel-space model's samples are the images."""
-        if self.vae is None:
-            return latents.clamp(-1, 1)
-        return self.vae.decode(latents / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+        """Latents to images in [-1, 1] (:func:`decode_latents`)."""
+        return decode_latents(self.vae, latents)
 
     def __call__(
         self,

@@ -43,6 +43,7 @@ from difflab.pipelines.cascade import read_pipeline_index
 from difflab.pipelines.text_to_image import (
     DEFAULT_SAMPLER,
     SAMPLING_KEY,
+    decode_latents,
     images_to_pil,
     noise_per_image,
     schedule_from_diffusers_config,
@@ -200,10 +201,9 @@ class UnCLIPPipeline:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents to images in [-1, 1]; a pixel decoder's samples are the images."""
-        if self.vae is None:
-            return latents.clamp(-1, 1)
-        return self.vae.decode(latents / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+        """Latents to images in [-1, 1] (:func:`decode_latents`); a pixel decoder's samples are
+        the images."""
+        return decode_latents(self.vae, latents)
 
     # ---- text to image, variations, interpolations
 

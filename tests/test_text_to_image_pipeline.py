@@ -198,3 +198,12 @@ def test_cross_attention_levels_are_configurable():
     assert pixel.config.up_block_types == ("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
     with pytest.raises(ValueError, match="attention_levels has 1 entries for 2 levels"):
         text_conditional_unet(block_out_channels=(16, 32), attention_levels=(True,))
+
+
+def test_sampled_latents_are_ordinary_tensors_usable_in_autograd(tiny_pipeline):
+    # sampling runs in inference mode for speed; its result must still feed a graph
+    latents = tiny_pipeline.latents(["a red circle"], steps=2, guidance=2.0, sampler="ddim")
+    assert not latents.is_inference()
+    weight = torch.ones((), requires_grad=True)
+    (latents * weight).sum().backward()
+    assert weight.grad is not None

@@ -4,11 +4,11 @@ as a report with a plot under docs/reports/:
 - ``--compare latent-pixel``: latent diffusion against pixel-space diffusion trained for the
   **same wall-clock budget** (Rombach et al. 2022, Sec. 4.1 and Fig. 6-7: LDMs with a moderate
   downsampling factor train and sample several times faster than pixel-space models and reach
-  better quality for the same compute). The latent model is the shapes-t2i recipe's U-Net on
+  better quality for the same compute). The latent model is the shapes-t2i-small recipe's U-Net on
   the shipped 8x8x8 VAE latents; the pixel model is a 3-level U-Net of the same widths on the
   32x32 images (cross-attention at 16x16 and in the middle block; attention over every pixel at
   32x32 would cost more than everything else together).
-- ``--compare unet-dit``: the shapes-t2i U-Net against a diffusion transformer (PixArt-style DiT,
+- ``--compare unet-dit``: the shapes-t2i-small U-Net against a diffusion transformer (PixArt-style DiT,
   Peebles & Xie 2023) with about the **same parameter count**, trained for the **same number of
   steps and batch** on the same latents (Peebles & Xie, Table 4 and Fig. 2: at equal compute the
   transformer matches or beats the U-Net once it is large enough).
@@ -113,8 +113,8 @@ def main() -> None:
     from difflab.zoo import load_pipeline, resolve_model
 
     began = time.perf_counter()
-    _, base, config, _ = load_recipe("shapes-t2i")
-    vae = args.vae or str(resolve_model("shapes-t2i") / "vae")
+    _, base, config, _ = load_recipe("shapes-t2i-small")
+    vae = args.vae or str(resolve_model("shapes-t2i-small") / "vae")
     base = dataclasses.replace(base, vae=vae)
     config = dataclasses.replace(
         config, batch_size=args.batch_size, sample_every=0, checkpoint_every=500, warmup_steps=100
@@ -196,7 +196,7 @@ def write_report(args, results: list[dict], seconds: float) -> Path:
         f"Machine: {machine()}  ",
         f"Date: {datetime.date.today().isoformat()}; total time {seconds / 60:.1f} min.",
         "",
-        f"Both models are trained from scratch by the text_to_image recipe (shapes-t2i's "
+        f"Both models are trained from scratch by the text_to_image recipe (shapes-t2i-small's "
         f"settings) for {budget}, then sampled with DPM-Solver++(2M), 20 steps, guidance 5. "
         f"ShapesEval: default suite, 1 image per prompt; FID and precision/recall (k = 3): "
         f"{args.fid_images} images against as many shapes validation renders on "

@@ -4,7 +4,7 @@ N steps for N steps), its latent consistency model and its LCM-LoRA, against the
 steps (dpmpp_2m); wall time per image; every figure also as a ratio to the 50-step teacher's.
 Writes docs/reports/few_step.md, .json and .png.
 
-    python benchmarks/few_step.py --teacher shapes-t2i \\
+    python benchmarks/few_step.py --teacher shapes-t2i-small \\
         --progressive runs/distill-progressive --lcm runs/distill-lcm/pipeline \\
         --lcm-lora runs/distill-lcm-lora/lora [--fid-images 1000] [--images-per-prompt 1]
 
@@ -196,7 +196,7 @@ def write_report(args, results: list[dict], seconds: float) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher", default="shapes-t2i", help="shipped name or folder")
+    parser.add_argument("--teacher", default="shapes-t2i-small", help="shipped name or folder")
     parser.add_argument("--progressive", help="run folder of distill-progressive (steps-N/)")
     parser.add_argument("--lcm", help="pipeline folder of distill-lcm")
     parser.add_argument("--lcm-lora", help="LoRA folder of distill-lcm-lora (its lora/)")

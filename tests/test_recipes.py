@@ -236,3 +236,46 @@ def test_encoding_cache_key_follows_its_inputs(tiny_vae_run, prompt_encoder):
         ShapesDataset(length=8, size=32, seed=0),
     ):
         assert encoding_key(vae_dir, prompt_encoder, other) != key
+
+
+def test_rendering_workers_encode_the_same_training_set(prompt_encoder, monkeypatch):
+    """Scenes rendered by DataLoader workers (used where spare cores exist) give the same
+    encoded set, in the same order, as rendering in the main process."""
+    from difflab.data.shapes import ShapesDataset
+    from difflab.recipes import text_to_image
+
+    data = ShapesDataset(length=12, size=16, seed=3)
+    monkeypatch.setattr(text_to_image, "rendering_workers", lambda: 0)
+    serial = text_to_image.encode_dataset(data, None, prompt_encoder, batch_size=5)
+    monkeypatch.setattr(text_to_image, "rendering_workers", lambda: 2)
+    parallel = text_to_image.encode_dataset(data, None, prompt_encoder, batch_size=5)
+    assert torch.equal(serial.latents, parallel.latents)
+    assert torch.equal(serial.caption_rows, parallel.caption_rows)
+    assert torch.equal(serial.table, parallel.table)
+    assert serial.latents.shape == (12, 3, 16, 16)
+
+
+def test_cached_latents_fetch_whole_batches_like_single_examples():
+    """``CachedLatents.__getitems__`` (one indexing operation per batch, no collation) yields
+    exactly the batches that per-example fetching and default collation give."""
+    from torch.utils.data import default_collate
+
+    from difflab.recipes.text_to_image import CachedLatents
+    from difflab.train.data import DataPosition, data_stream, epoch_batches
+
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, 3, (10,), generator=g)
+    data = CachedLatents(torch.randn(10, 2, 2, 2, generator=g), rows, torch.randn(3, 4, 5).half())
+    expected = [
+        default_collate([data[i] for i in indices])
+        for epoch in (0, 1)
+        for _, indices in epoch_batches(10, 4, 0, DataPosition(epoch, 0))
+    ]
+    for workers in (0, 2):
+        stream = data_stream(data, 4, 0, DataPosition(), num_workers=workers)
+        for want in expected:  # two epochs of two batches (10 examples, batches of 4)
+            _, batch = next(stream)
+            assert batch.keys() == want.keys()
+            for key in want:
+                assert batch[key].dtype == want[key].dtype == torch.float32
+                assert torch.equal(batch[key], want[key])

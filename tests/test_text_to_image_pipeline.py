@@ -207,3 +207,21 @@ def test_sampled_latents_are_ordinary_tensors_usable_in_autograd(tiny_pipeline):
     weight = torch.ones((), requires_grad=True)
     (latents * weight).sum().backward()
     assert weight.grad is not None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_pipeline_runs_on_the_gpu_whole_or_split(tiny_pipeline):
+    """``pipeline.to("cuda")`` moves every part; with only the denoiser on the GPU (as in the
+    Trainer's sample grids) prompt states and latents follow the module that uses them. Both
+    give the CPU's latents up to floating-point differences."""
+    import copy
+
+    cpu = tiny_pipeline.latents(["a red circle"], steps=4)
+    split = copy.copy(tiny_pipeline)
+    split.unet = copy.deepcopy(tiny_pipeline.unet).to("cuda")
+    assert torch.allclose(split.latents(["a red circle"], steps=4).cpu(), cpu, atol=1e-3)
+    assert len(split(["a red circle"], steps=4)) == 1
+    whole = copy.deepcopy(tiny_pipeline).to("cuda")
+    assert next(whole.vae.parameters()).is_cuda
+    assert next(whole.prompt_encoder.text_encoder.parameters()).is_cuda
+    assert torch.allclose(whole.latents(["a red circle"], steps=4).cpu(), cpu, atol=1e-3)

@@ -98,6 +98,7 @@ def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     pixel-space model) the samples are the images."""
     if vae is None:
         return latents.clamp(-1, 1)
+    latents = latents.to(next(vae.parameters()).device)  # the VAE may sit on another device
     return vae.decode(latents / vae.config.scaling_factor).sample.clamp(-1, 1)
 
 
@@ -127,6 +128,15 @@ class TextToImagePipeline:
     schedule: NoiseSchedule
     name: str = ""
     defaults: dict = field(default_factory=dict)
+
+    def to(self, device: str | torch.device) -> TextToImagePipeline:
+        """Move the denoiser, the VAE and the text encoder to ``device`` (e.g. ``"cuda"``);
+        returns the pipeline. The parts may also sit on different devices: prompt states and
+        latents follow the module that uses them."""
+        for module in (self.unet, self.vae, self.prompt_encoder.text_encoder):
+            if module is not None:
+                module.to(device)
+        return self
 
     # ---- construction and storage ----
 
@@ -331,6 +341,7 @@ class TextToImagePipeline:
         guided = guidance != 1.0 and not self.guidance_embedded
         # the empty prompt rides in the same text-encoder call (one pass instead of two)
         states = self.prompt_encoder(list(prompts) + [""] * guided)
+        states = states.to(next(self.unet.parameters()).device)  # the encoder may sit elsewhere
         context = states[: len(prompts)].repeat_interleave(num_images_per_prompt, 0)
         model = self.denoiser()
         if self.guidance_embedded:

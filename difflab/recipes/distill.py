@@ -1,4 +1,4 @@
-"""Recipes: few-step students of a text-to-image teacher (``teacher = "shapes-t2i"``, a shipped
+"""Recipes: few-step students of a text-to-image teacher (``teacher = "shapes-t2i-small"``, a shipped
 name or a pipeline folder), trained by the one Trainer on the same encoded shapes latents and
 captions the text_to_image recipe trains on (:func:`~difflab.recipes.text_to_image.
 cached_encode_dataset`, with the teacher's VAE).
@@ -49,7 +49,7 @@ CITATIONS = {
 class DistillRecipe:
     """Options every distillation recipe shares."""
 
-    teacher: str = "shapes-t2i"  # shipped model name or text-to-image pipeline folder
+    teacher: str = "shapes-t2i-small"  # shipped model name or text-to-image pipeline folder
     dataset_length: int = 20_000  # encoded shapes scenes (cached, shared with text_to_image)
     guidance_min: float = 2.0  # w (classifier-free guidance weight) drawn per example in
     guidance_max: float = 8.0  # [guidance_min, guidance_max]; 1 = no guidance
@@ -111,7 +111,7 @@ def load_teacher(name_or_folder: str) -> TextToImagePipeline:
     if not isinstance(teacher, TextToImagePipeline):
         raise ValueError(
             f"the teacher {name_or_folder!r} is a {type(teacher).__name__}; distillation needs a "
-            'text-to-image pipeline, e.g. teacher = "shapes-t2i".'
+            'text-to-image pipeline, e.g. teacher = "shapes-t2i-small".'
         )
     return teacher
 

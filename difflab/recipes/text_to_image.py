@@ -90,28 +90,56 @@ class CachedLatents(torch.utils.data.Dataset):
             "encoder_hidden_states": self.table[self.caption_rows[index]].float(),
         }
 
+    def __getitems__(self, indices: list[int]) -> dict:
+        """A whole batch in two indexing operations (the DataLoader calls this instead of
+        ``__getitem__`` per example; the Trainer then skips collation): at batch 2048 the text
+        states are 100 MB, which per-example fetching and stacking cannot keep up with on a GPU."""
+        index = torch.as_tensor(indices)
+        return {
+            "image": self.latents[index],
+            "encoder_hidden_states": self.table[self.caption_rows[index]].float(),
+        }
+
+
+def encoding_device() -> torch.device:
+    """Where the frozen VAE and text encoder run while a training set is encoded: this process's
+    GPU when there is one (``LOCAL_RANK`` under ``accelerate launch``), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def rendering_workers() -> int:
+    """DataLoader workers that render scenes while a training set is encoded: none on a small
+    machine (the main process renders), up to 8 where there are spare cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(8, (cores or 1) - 1) if (cores or 1) > 4 else 0
+
 
 @torch.no_grad()
 def encode_dataset(
     data: ShapesDataset, vae, prompt_encoder: PromptEncoder, batch_size: int = 256
 ) -> CachedLatents:
     """Encode every image (posterior mean x scaling factor; with ``vae=None``, pixel space, the
-    image itself) and every distinct caption once."""
+    image itself) and every distinct caption once. The frozen networks run where their weights
+    are (see :func:`encoding_device`); scenes are rendered by :func:`rendering_workers` worker
+    processes. The result is on the CPU."""
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=batch_size, num_workers=rendering_workers(), collate_fn=list
+    )
     latents, captions = [], []
-    for start in tqdm(range(0, len(data), batch_size), desc="encoding images", leave=False):
-        items = [data[i] for i in range(start, min(start + batch_size, len(data)))]
+    for items in tqdm(loader, desc="encoding images", leave=False):
         images = torch.stack([item["image"] for item in items])
-        latents.append(
-            images
-            if vae is None
-            else vae.encode(images).latent_dist.mean * vae.config.scaling_factor
-        )
+        if vae is not None:
+            images = images.to(next(vae.parameters()).device)
+            images = vae.encode(images).latent_dist.mean * vae.config.scaling_factor
+        latents.append(images.cpu())
         captions.extend(item["caption"] for item in items)
     unique = sorted(set(captions))
     row = {caption: i for i, caption in enumerate(unique)}
     table = torch.cat(
         [
-            prompt_encoder(unique[i : i + batch_size], warn=False).half()
+            prompt_encoder(unique[i : i + batch_size], warn=False).half().cpu()
             for i in tqdm(range(0, len(unique), batch_size), desc="encoding captions", leave=False)
         ]
     )
@@ -133,7 +161,7 @@ def encoding_key(vae_path: Path | None, prompt_encoder: PromptEncoder, data: Sha
     for file in sorted(vae_path.glob("*")) if vae_path is not None else ():
         digest.update(file.name.encode() + file.read_bytes())
     for name, tensor in sorted(prompt_encoder.text_encoder.state_dict().items()):
-        digest.update(name.encode() + tensor.float().numpy().tobytes()[:4096])
+        digest.update(name.encode() + tensor.float().cpu().numpy().tobytes()[:4096])
     description = (
         prompt_encoder.max_length, len(data), data.size, data.seed, data.split, data.style,
         data.config,
@@ -269,6 +297,10 @@ def run(
     """Train the latent denoiser and save the whole pipeline to ``out/pipeline``."""
     vae_path, vae = load_frozen_vae(options.vae)
     prompt_encoder = PromptEncoder.from_pretrained()
+    device = encoding_device()
+    prompt_encoder.text_encoder.to(device)
+    if vae is not None:
+        vae.to(device)
     schedule = recipe_schedule(options)
     if vae is None:  # pixel space: the denoiser sees the images themselves
         latent_size, latent_channels = options.image_size, 3

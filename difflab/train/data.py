@@ -71,6 +71,11 @@ def epoch_batches(
     return batches
 
 
+def already_batched(batch):
+    """The collate function for a dataset whose ``__getitems__`` returns a finished batch."""
+    return batch
+
+
 def data_stream(
     dataset: Dataset,
     batch_size: int,
@@ -90,6 +95,8 @@ def data_stream(
     nothing from the global torch RNG (which the Trainer saves and restores).
     """
     n = len(dataset)
+    if collate_fn is None and hasattr(dataset, "__getitems__"):
+        collate_fn = already_batched  # the dataset returns whole batches
     while True:
         batches = epoch_batches(n, batch_size, seed, position, rank, world_size)
         epoch = batches[0][0].epoch

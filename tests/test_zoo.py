@@ -10,7 +10,7 @@ import torch
 
 from difflab.zoo import list_models, load_pipeline
 
-SHIPPED = ("digits", "shapes-t2i", "shapes-t2i-small")
+SHIPPED = ("digits", "shapes-t2i", "shapes-t2i-small", "shapes-t2i-lcm")
 ZOO_LIMIT_BYTES = 60 * 2**20  # all shipped weights together
 
 
@@ -50,21 +50,23 @@ def test_a_shipped_name_wins_over_an_unrelated_local_folder(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize(
-    "model, single_min, colors_min",
+    "model, steps, single_min, colors_min",
     [
         # cards: 0.946 / 1.000 (shapes-t2i) and 0.857 / 0.936 (small) on 4 images of every
         # suite prompt; one image of 14 + 26 prompts here gave 0.93 / 1.00 and 0.71 / 0.96
-        ("shapes-t2i", 0.75, 0.9),
-        ("shapes-t2i-small", 0.55, 0.8),
+        ("shapes-t2i", 20, 0.75, 0.9),
+        ("shapes-t2i-small", 20, 0.55, 0.8),
+        # the LCM at 4 steps: 0.64 / 0.65 here (its card: ShapesEval overall 70% of the teacher's)
+        ("shapes-t2i-lcm", 4, 0.45, 0.45),
     ],
 )
 def test_shapes_t2i_draws_single_objects_and_colours_as_its_card_says(
-    model, single_min, colors_min
+    model, steps, single_min, colors_min
 ):
     from difflab.eval.shapes import load_suite
     from difflab.eval.text_to_image import evaluate_text_to_image
 
     suite = [e for e in load_suite() if e["tag"] in ("single_object", "colors")]
-    report = evaluate_text_to_image(load_pipeline(model), suite=suite[:40], steps=20)
+    report = evaluate_text_to_image(load_pipeline(model), suite=suite[:40], steps=steps)
     tasks = report["shapes"]["tasks"]
     assert tasks["single_object"] >= single_min and tasks["colors"] >= colors_min, tasks

@@ -279,3 +279,15 @@ def test_cached_latents_fetch_whole_batches_like_single_examples():
             for key in want:
                 assert batch[key].dtype == want[key].dtype == torch.float32
                 assert torch.equal(batch[key], want[key])
+
+
+def test_a_subset_of_per_example_data_is_still_collated():
+    """A ``Subset`` has ``__getitems__`` too, but it returns a list of examples: the Trainer's
+    stream collates those (only a dataset that returns a finished batch is passed through)."""
+    from torch.utils.data import Subset, TensorDataset
+
+    from difflab.train.data import DataPosition, data_stream
+
+    data = Subset(TensorDataset(torch.arange(10.0)), list(range(8)))
+    _, batch = next(data_stream(data, 4, 0, DataPosition()))
+    assert isinstance(batch, list) and len(batch) == 1 and batch[0].shape == (4,)

@@ -5,7 +5,6 @@ with margins set from the cards' figures)."""
 import re
 
 import pytest
-
 import torch
 
 from difflab.zoo import list_models, load_pipeline

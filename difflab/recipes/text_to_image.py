@@ -94,11 +94,7 @@ class CachedLatents(torch.utils.data.Dataset):
         """A whole batch in two indexing operations (the DataLoader calls this instead of
         ``__getitem__`` per example; the Trainer then skips collation): at batch 2048 the text
         states are 100 MB, which per-example fetching and stacking cannot keep up with on a GPU."""
-        index = torch.as_tensor(indices)
-        return {
-            "image": self.latents[index],
-            "encoder_hidden_states": self.table[self.caption_rows[index]].float(),
-        }
+        return self[torch.as_tensor(indices)]  # __getitem__'s indexing takes a tensor of rows
 
 
 def encoding_device() -> torch.device:
@@ -112,8 +108,11 @@ def encoding_device() -> torch.device:
 def rendering_workers() -> int:
     """DataLoader workers that render scenes while a training set is encoded: none on a small
     machine (the main process renders), up to 8 where there are spare cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(8, (cores or 1) - 1) if (cores or 1) > 4 else 0
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    return min(8, cores - 1) if cores > 4 else 0
 
 
 @torch.no_grad()

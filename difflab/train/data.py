@@ -16,11 +16,11 @@ are restarted at the resume point.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 _EPOCH_SEED_STRIDE = 1_000_003  # keeps (seed, epoch) pairs apart for small seeds and epochs
 
@@ -71,9 +71,12 @@ def epoch_batches(
     return batches
 
 
-def already_batched(batch):
-    """The collate function for a dataset whose ``__getitems__`` returns a finished batch."""
-    return batch
+def collate_unless_batched(batch):
+    """The Trainer's default collate function: a dataset whose ``__getitems__`` returns a
+    finished batch (a mapping, e.g. :class:`~difflab.recipes.text_to_image.CachedLatents`) is
+    passed through; a list of examples (``__getitem__`` per index, or a ``Subset``'s
+    ``__getitems__``) is collated by torch's ``default_collate``."""
+    return batch if isinstance(batch, Mapping) else default_collate(batch)
 
 
 def data_stream(
@@ -95,8 +98,7 @@ def data_stream(
     nothing from the global torch RNG (which the Trainer saves and restores).
     """
     n = len(dataset)
-    if collate_fn is None and hasattr(dataset, "__getitems__"):
-        collate_fn = already_batched  # the dataset returns whole batches
+    collate_fn = collate_fn or collate_unless_batched
     while True:
         batches = epoch_batches(n, batch_size, seed, position, rank, world_size)
         epoch = batches[0][0].epoch

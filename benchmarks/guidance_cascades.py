@@ -20,7 +20,7 @@
   (Ramesh et al. 2022, Sec. 3.1 and 5).
 
     python benchmarks/guidance_cascades.py classifier --uncond runs/shapes-uncond/pipeline \\
-        --classifier runs/shapes-classifier/features --clip runs/shapes-clip/clip \\
+        --classifier runs/shapes-classifier/features --clip shapes-clip \\
         --cfg-model runs/shapes-t2i-pixel32/pipeline \\
         --digits digits --digits-classifier runs/digits-classifier/features
     python benchmarks/guidance_cascades.py cascade --cascade runs/shapes-sr-32/cascade \\

@@ -11,9 +11,15 @@ plot under docs/reports/:
     python benchmarks/sampling_sweeps.py --sweep samplers [--model shapes-t2i] [--fid-images 1000]
     python benchmarks/sampling_sweeps.py --sweep guidance
 
-Every cell generates the whole ShapesEval suite (``--images-per-prompt`` each) and, for FID and
-precision/recall, ``--fid-images`` images prompted with the captions of the shapes validation
-scenes they are compared with (difflab.eval.text_to_image).
+Every cell generates the ShapesEval suite (``--images-per-prompt`` each; ``--suite-stride K``
+keeps every K-th prompt, which keeps the task mix) and, for FID, KID and precision/recall,
+``--fid-images`` images prompted with the captions of the shapes validation scenes they are
+compared with (difflab.eval.text_to_image).
+
+The report is rewritten after every cell and the cells measured so far are kept in
+``<report-dir>/<report>.partial.json``: ``--resume`` skips them (same settings only), so a long
+sweep can run over several sittings. The samplers sweep measures its key cells first (DDIM at
+50 steps, DDPM at 1000 and 50, DPM-Solver++ at 20).
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import platform
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -37,6 +45,7 @@ SAMPLER_STEPS = {
     "dpmpp_2m": (5, 10, 20, 50, 100),
 }
 GUIDANCE_WEIGHTS = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0)
+FIRST_CELLS = (("ddim", 50), ("ddpm", 1000), ("ddpm", 50), ("dpmpp_2m", 20))  # the claim's cells
 TASK_SHORT = {
     "single_object": "single", "two_object": "two", "counting": "count", "colors": "colours",
     "position": "position", "color_attr": "attr",
@@ -55,36 +64,78 @@ def row_cells(result: dict) -> str:
     return (
         f"{result['shapes']['overall']:.3f} | "
         + " | ".join(f"{tasks.get(t, float('nan')):.2f}" for t in TASK_SHORT)
-        + f" | {result.get('fid', float('nan')):.2f} | {result.get('precision', float('nan')):.3f}"
+        + f" | {result.get('fid', float('nan')):.2f}"
+        f" | {1000 * result.get('kid', float('nan')):.2f}"
+        f" | {result.get('precision', float('nan')):.3f}"
         f" | {result.get('recall', float('nan')):.3f} | {result['seconds_per_image']:.4f}"
     )
 
 
 TABLE_HEAD = (
-    "| overall | " + " | ".join(TASK_SHORT.values()) + " | FID | precision | recall | s/image |"
+    "| overall | "
+    + " | ".join(TASK_SHORT.values())
+    + " | FID | KID x 1000 | precision | recall | s/image |"
 )
 
 
-def run_cells(args, cells: list[dict]) -> list[dict]:
+def sweep_settings(args) -> dict:
+    """What every cell of one sweep shares; ``--resume`` reuses cells only when these match."""
+    keys = ("sweep", "model", "images_per_prompt", "fid_images", "suite_stride", "seed")
+    fixed = ("guidance",) if args.sweep == "samplers" else ("sampler", "steps")
+    return {key: getattr(args, key) for key in keys + fixed}
+
+
+def partial_path(args) -> Path:
+    return Path(args.report_dir) / f"{REPORT_NAMES[args.sweep]}.partial.json"
+
+
+def load_partial(args) -> tuple[list[dict], float]:
+    """Cells (and seconds) an earlier, interrupted run of the same sweep measured."""
+    path = partial_path(args)
+    if not args.resume or not path.is_file():
+        return [], 0.0
+    saved = json.loads(path.read_text())
+    if saved["settings"] != sweep_settings(args):
+        raise SystemExit(
+            f"--resume: {path} was measured with {saved['settings']}, not "
+            f"{sweep_settings(args)}; rerun with those options or delete the file to start over"
+        )
+    return saved["results"], saved["seconds"]
+
+
+def run_cells(args, cells: list[dict], done: list[dict], seconds_before: float) -> list[dict]:
+    """Measure the cells not in ``done``, rewriting the partial file and the report after each."""
+    import time
+
     from difflab.eval.shapes import load_suite
     from difflab.eval.text_to_image import Reference, evaluate_text_to_image
     from difflab.zoo import load_pipeline
 
+    began = time.perf_counter()
     pipeline = load_pipeline(args.model)
     reference = Reference.shapes(args.fid_images) if args.fid_images else None
-    suite = load_suite()
-    results = []
+    suite = load_suite()[:: args.suite_stride]
+    results = list(done)
     for cell in cells:
+        if any(all(r[k] == v for k, v in cell.items()) for r in results):
+            continue
         result = evaluate_text_to_image(
             pipeline, suite=suite, images_per_prompt=args.images_per_prompt,
-            reference=reference, batch_size=args.batch_size, **cell,
+            reference=reference, batch_size=args.batch_size, seed=args.seed, **cell,
         )  # fmt: skip
         results.append({**cell, **result})
+        seconds = seconds_before + time.perf_counter() - began
+        partial_path(args).parent.mkdir(parents=True, exist_ok=True)
+        partial_path(args).write_text(
+            json.dumps({"settings": sweep_settings(args), "seconds": seconds, "results": results})
+        )
+        write_report(args, results, seconds, len(cells))
         print(
             f"{cell['sampler']:>8} {cell['steps']:>4} steps  w={cell['guidance']:<4g}: "
             f"overall {result['shapes']['overall']:.3f}  FID {result.get('fid', float('nan')):.2f}"
             f"  P {result.get('precision', float('nan')):.3f}"
             f"  R {result.get('recall', float('nan')):.3f}"
+            f"  KID {result.get('kid', float('nan')):.4f}"
             f"  {result['seconds_per_image']:.4f} s/image",
             flush=True,
         )
@@ -100,6 +151,8 @@ def plot_samplers(results: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for sampler in SAMPLER_STEPS:
         rows = [r for r in results if r["sampler"] == sampler]
+        if not rows:
+            continue
         steps = [r["steps"] for r in rows]
         axes[0].plot(steps, [r["shapes"]["overall"] for r in rows], "o-", label=sampler)
         if "fid" in rows[0]:
@@ -145,33 +198,66 @@ def plot_guidance(results: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def samplers_findings(results: list[dict]) -> list[str]:
+def overall_standard_error(result: dict, counts: dict) -> float:
+    """Binomial standard error of ShapesEval overall (the unweighted mean of the task scores),
+    with ``counts[task]`` images per task: sqrt(sum_t p_t (1 - p_t) / n_t) / tasks."""
+    tasks = result["shapes"]["tasks"]
+    return math.sqrt(sum(p * (1 - p) / counts[t] for t, p in tasks.items())) / len(tasks)
+
+
+def samplers_findings(results: list[dict], counts: dict) -> list[str]:
+    """What the cells say about the claim, with the verdicts read off the numbers: two
+    ShapesEval scores differ only when they are more than 2 standard errors apart."""
+
     def cell(sampler, steps):
         return next((r for r in results if r["sampler"] == sampler and r["steps"] == steps), None)
+
+    def compare(a: dict, b: dict) -> str:
+        diff = a["shapes"]["overall"] - b["shapes"]["overall"]
+        se = math.hypot(overall_standard_error(a, counts), overall_standard_error(b, counts))
+        verdict = (
+            "the same within noise" if abs(diff) <= 2 * se else
+            ("higher" if diff > 0 else "lower")
+        )  # fmt: skip
+        return (
+            f"ShapesEval {a['shapes']['overall']:.3f} vs {b['shapes']['overall']:.3f} "
+            f"(difference {diff:+.3f}, 2 SE = {2 * se:.3f}: {verdict}), KID x 1000 "
+            f"{1000 * a.get('kid', math.nan):.1f} vs {1000 * b.get('kid', math.nan):.1f}"
+        )
 
     lines = []
     ddpm, ddim = cell("ddpm", 1000), cell("ddim", 50)
     if ddpm and ddim:
         lines.append(
-            f"- DDIM at 50 steps: ShapesEval {ddim['shapes']['overall']:.3f}, FID "
-            f"{ddim.get('fid', float('nan')):.2f}; DDPM at 1000 steps: ShapesEval "
-            f"{ddpm['shapes']['overall']:.3f}, FID {ddpm.get('fid', float('nan')):.2f} "
-            f"({ddpm['seconds_per_image'] / ddim['seconds_per_image']:.0f}x the time)."
+            f"- DDIM at 50 steps against DDPM at 1000: {compare(ddim, ddpm)}; DDPM takes "
+            f"{ddpm['seconds_per_image'] / ddim['seconds_per_image']:.0f}x the time."
         )
-        ddpm50 = cell("ddpm", 50)
-        if ddpm50:
-            lines.append(
-                f"- DDPM at 50 steps: ShapesEval {ddpm50['shapes']['overall']:.3f}, FID "
-                f"{ddpm50.get('fid', float('nan')):.2f}: ancestral sampling needs many more steps "
-                "than the deterministic samplers."
+    ddpm50 = cell("ddpm", 50)
+    if ddpm and ddpm50:
+        gap = ddpm["shapes"]["overall"] - ddpm50["shapes"]["overall"]
+        se = math.hypot(
+            overall_standard_error(ddpm, counts), overall_standard_error(ddpm50, counts)
+        )
+        lines.append(
+            f"- DDPM at 50 steps: ShapesEval {ddpm50['shapes']['overall']:.3f}, KID x 1000 "
+            f"{1000 * ddpm50.get('kid', math.nan):.1f} (at 1000: "
+            f"{ddpm['shapes']['overall']:.3f}, {1000 * ddpm.get('kid', math.nan):.1f}); "
+            + (
+                "ancestral sampling gains from the extra steps."
+                if gap > 2 * se
+                else "20x fewer ancestral steps cost no measurable ShapesEval here."
             )
+        )
     for steps in (5, 10):
         rows = [r for r in results if r["steps"] == steps]
-        if rows:
+        if len(rows) > 1:
             best = max(rows, key=lambda r: r["shapes"]["overall"])
+            best_kid = min(rows, key=lambda r: r.get("kid", math.inf))
             lines.append(
                 f"- At {steps} steps the best sampler by ShapesEval is {best['sampler']} "
-                f"({best['shapes']['overall']:.3f})."
+                f"({best['shapes']['overall']:.3f}, 2 SE = "
+                f"{2 * overall_standard_error(best, counts):.3f}), by KID "
+                f"{best_kid['sampler']} ({1000 * best_kid.get('kid', math.nan):.1f})."
             )
     return lines
 
@@ -205,8 +291,15 @@ def guidance_findings(results: list[dict]) -> list[str]:
     ]
 
 
-def write_report(args, results: list[dict], seconds: float) -> Path:
-    name = {"samplers": "samplers_vs_steps", "guidance": "guidance_tradeoff"}[args.sweep]
+REPORT_NAMES = {"samplers": "samplers_vs_steps", "guidance": "guidance_tradeoff"}
+
+
+def write_report(args, results: list[dict], seconds: float, planned: int) -> Path:
+    """Markdown, plot and JSON of the cells measured so far (``planned`` cells in all), in grid
+    order."""
+    name = REPORT_NAMES[args.sweep]
+    order = [(c["sampler"], c["steps"], c["guidance"]) for c in planned_cells(args)]
+    results = sorted(results, key=lambda r: order.index((r["sampler"], r["steps"], r["guidance"])))
     out_dir = Path(args.report_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = out_dir / f"{name}.png"
@@ -227,9 +320,20 @@ def write_report(args, results: list[dict], seconds: float) -> Path:
         f"Machine: {machine()}  ",
         f"Date: {datetime.date.today().isoformat()}; total time {seconds / 60:.1f} min.",
         "",
-        f"Model `{args.model}`, {fixed}. ShapesEval on the default suite (347 prompts x "
-        f"{args.images_per_prompt} image(s); task columns are the six GenEval tasks); FID and "
-        f"precision/recall (k = 3) on shapes-features against {args.fid_images} shapes "
+        *(
+            [
+                f"**Incomplete: {len(results)} of {planned} cells measured so far** (continue with "
+                "`--resume`).",
+                "",
+            ]
+            if len(results) < planned
+            else []
+        ),
+        f"Model `{args.model}`, {fixed}. ShapesEval on the default suite ("
+        + (f"one prompt in {args.suite_stride}, " if args.suite_stride > 1 else "")
+        + f"{results[0]['num_images']['shapes'] // args.images_per_prompt} prompts x "
+        f"{args.images_per_prompt} image(s); task columns are the six GenEval tasks); FID, KID "
+        f"and precision/recall (k = 3) on shapes-features against {args.fid_images} shapes "
         f"validation renders, with {args.fid_images} images prompted by their captions. s/image: "
         "sampling and decoding time per image in batches of "
         f"{args.batch_size}, averaged over all images of the cell.",
@@ -247,12 +351,19 @@ def write_report(args, results: list[dict], seconds: float) -> Path:
         f"![{name}]({plot.name})",
         "",
         "| sampler | steps | w " + TABLE_HEAD,
-        "|---|---:|---:" + "|---:" * (len(TASK_SHORT) + 5) + "|",
+        "|---|---:|---:" + "|---:" * (len(TABLE_HEAD.split("|")) - 2) + "|",
     ]
     for r in results:
         lines.append(f"| {r['sampler']} | {r['steps']} | {r['guidance']:g} | {row_cells(r)}")
     lines += ["", "## What the figures say", ""]
-    lines += samplers_findings(results) if args.sweep == "samplers" else guidance_findings(results)
+    if args.sweep == "samplers":
+        from difflab.eval.shapes import load_suite
+
+        counts = Counter(e["tag"] for e in load_suite()[:: args.suite_stride])
+        counts = {tag: n * args.images_per_prompt for tag, n in counts.items()}
+        lines += samplers_findings(results, counts)
+    else:
+        lines += guidance_findings(results)
     path = out_dir / f"{name}.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -271,24 +382,32 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=1000, help="skip cells above this")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--report-dir", default=str(ROOT / "docs" / "reports"))
+    parser.add_argument("--suite-stride", type=int, default=1, help="every K-th suite prompt")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="keep the cells already measured")
     args = parser.parse_args()
+    if args.suite_stride < 1:
+        parser.error(f"--suite-stride must be >= 1, got {args.suite_stride}")
 
-    import time
+    cells = planned_cells(args)
+    if args.sweep == "samplers":  # the claim's cells first, so an early stop still answers it
+        cells.sort(key=lambda c: (c["sampler"], c["steps"]) not in FIRST_CELLS)
+    done, seconds = load_partial(args)
+    results = run_cells(args, cells, done, seconds)
+    partial_path(args).unlink(missing_ok=True)
+    print(f"wrote {Path(args.report_dir) / REPORT_NAMES[args.sweep]}.md ({len(results)} cells)")
 
-    began = time.perf_counter()
+
+def planned_cells(args) -> list[dict]:
+    """The sweep's grid, in report order."""
     if args.sweep == "samplers":
-        cells = [
+        return [
             {"sampler": s, "steps": n, "guidance": args.guidance}
             for s in args.samplers
             for n in SAMPLER_STEPS[s]
             if n <= args.max_steps
         ]
-    else:
-        cells = [
-            {"sampler": args.sampler, "steps": args.steps, "guidance": w} for w in GUIDANCE_WEIGHTS
-        ]
-    results = run_cells(args, cells)
-    print(f"wrote {write_report(args, results, time.perf_counter() - began)}")
+    return [{"sampler": args.sampler, "steps": args.steps, "guidance": w} for w in GUIDANCE_WEIGHTS]
 
 
 if __name__ == "__main__":

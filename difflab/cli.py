@@ -354,8 +354,9 @@ _FEATURES = typer.Option(
     None,
     "--features",
     "-f",
-    help="Feature network name or folder; default: shapes-features for shapes, digits-features "
-    "for digits (see `difflab models`).",
+    help="Feature network name or folder, or a .safetensors file of the FID Inception-v3 "
+    "(docs/metrics.md); default: shapes-features for shapes, digits-features for digits (see "
+    "`difflab models`).",
 )
 _NUM_IMAGES = typer.Option(
     None,

@@ -57,4 +57,5 @@ def test_evaluate_text_to_image_reports_every_figure(tiny_pipeline):
     assert report["num_images"] == {"shapes": len(suite), "distribution": 130}
     assert 0 <= report["shapes"]["overall"] <= 1 and report["shapes"]["tasks"]
     assert report["fid"] > 0 and 0 <= report["precision"] <= 1 and 0 <= report["recall"] <= 1
+    assert report["kid"] > 0 and report["kid_std"] > 0  # a tiny untrained model is far off
     assert report["seconds_per_image"] > 0

@@ -238,6 +238,38 @@ def test_encoding_cache_key_follows_its_inputs(tiny_vae_run, prompt_encoder):
         assert encoding_key(vae_dir, prompt_encoder, other) != key
 
 
+def test_caption_states_are_encoded_once_for_pixel_and_latent_sets(
+    tiny_vae_run, prompt_encoder, monkeypatch, tmp_path
+):
+    """The text encoder runs once for two encodings of the same scenes (pixel space at 16 px and
+    VAE latents); the states it gave are the ones the second set holds."""
+    from difflab.data.shapes import ShapesDataset
+    from difflab.recipes import text_to_image
+
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path))
+    calls = []
+    encode = text_to_image.encode_captions
+
+    def counted(unique, *args, **kwargs):
+        calls.append(len(unique))
+        return encode(unique, *args, **kwargs)
+
+    monkeypatch.setattr(text_to_image, "encode_captions", counted)
+    data = ShapesDataset(length=10, size=16, seed=5)
+    pixels = text_to_image.cached_encode_dataset(data, None, None, prompt_encoder)
+    vae_dir, vae = text_to_image.load_frozen_vae(str(tiny_vae_run[0] / "vae"))
+    latents = text_to_image.cached_encode_dataset(data, vae, vae_dir, prompt_encoder)
+    assert len(calls) == 1 and calls[0] == len(pixels.table)
+    assert torch.equal(pixels.table, latents.table)
+    assert torch.equal(pixels.caption_rows, latents.caption_rows)
+    assert pixels.latents.shape[1:] == (3, 16, 16) and latents.latents.shape[1:] != (3, 16, 16)
+    # other captions (another seed) are encoded anew
+    text_to_image.cached_encode_dataset(
+        ShapesDataset(length=10, size=16, seed=6), None, None, prompt_encoder
+    )
+    assert len(calls) == 2
+
+
 def test_rendering_workers_encode_the_same_training_set(prompt_encoder, monkeypatch):
     """Scenes rendered by DataLoader workers (used where spare cores exist) give the same
     encoded set, in the same order, as rendering in the main process."""

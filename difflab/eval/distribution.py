@@ -343,6 +343,19 @@ def _too_few(metric: str, n: int, minimum: int, features: str, dim: int) -> Valu
     return ValueError(f"{what}, but the sets hold {n}: {advice}")
 
 
+def _feature_network(features: str, resize: bool):
+    """The extractor a ``--features`` value names and where it came from: the FID Inception-v3
+    for a ``.safetensors`` file (:mod:`difflab.models.inception`), else a difflab feature
+    network (shipped name or folder)."""
+    from difflab.models.feature_nets import load_feature_network
+    from difflab.models.inception import is_inception_weights, load_inception_v3
+    from difflab.zoo import resolve_feature_network
+
+    if is_inception_weights(features):
+        return load_inception_v3(features), Path(features)
+    return load_feature_network(features, resize=resize), resolve_feature_network(features)
+
+
 def evaluate_distribution(
     metric: str,
     *,
@@ -364,15 +377,15 @@ def evaluate_distribution(
 ) -> dict:
     """Compare generated (``model``) or given (``images`` folder) images with ``reference``
     (a name of :data:`REFERENCES` or a folder) on ``features`` (a feature network name or
-    folder; default :data:`DEFAULT_FEATURES` of the reference) and return the report dict.
+    folder, or a ``.safetensors`` file of the FID Inception-v3; default :data:`DEFAULT_FEATURES`
+    of the reference) and return the report dict.
 
     ``num_images`` is N, the size of each set; by default as many as both sets hold, at most
     :data:`DEFAULT_NUM_IMAGES`. An explicit N more than a set holds is an error, as is an N below
     :func:`minimum_images` (checked before anything is generated).
     """
     from difflab import __version__
-    from difflab.models.feature_nets import load_feature_network
-    from difflab.zoo import resolve_feature_network
+    from difflab.models.inception import InceptionV3Features
 
     started = time.perf_counter()
     _check_metric(metric)
@@ -391,8 +404,7 @@ def evaluate_distribution(
                 f"(shipped: {', '.join(sorted(set(DEFAULT_FEATURES.values())))})"
             )
         features = DEFAULT_FEATURES[reference]
-    net = load_feature_network(features, resize=resize)
-    features_folder = resolve_feature_network(features)
+    net, features_folder = _feature_network(features, resize)
     dim, channels = net.config.embedding_dim, net.config.in_channels
     if num_images is not None and num_images < 1:
         raise ValueError(f"--num-images must be at least 1, got {num_images}")
@@ -441,6 +453,8 @@ def evaluate_distribution(
             pipeline, n, steps=steps, sampler=sampler, guidance=guidance, seed=seed,
             batch_size=batch_size, progress=progress,
         )  # fmt: skip
+        if fake.shape[1] == 1 and isinstance(net, InceptionV3Features):
+            fake = fake.expand(-1, 3, -1, -1)  # Inception takes RGB; grey repeats
         if fake.shape[1] != channels:
             raise ValueError(
                 f"{model} generates {fake.shape[1]}-channel images but {features} takes "

@@ -84,8 +84,8 @@ def evaluate_text_to_image(
     """ShapesEval of the suite (default: the shipped one) and, with a ``reference``, FID and
     precision/recall (k = 3) of as many images prompted with the reference scenes' captions.
 
-    Returns ``{"shapes": {"overall", "tasks": {task: score}}, "fid", "precision", "recall",
-    "seconds_per_image", "num_images": {"shapes", "distribution"}}``.
+    Returns ``{"shapes": {"overall", "tasks": {task: score}}, "fid", "kid", "kid_std",
+    "precision", "recall", "seconds_per_image", "num_images": {"shapes", "distribution"}}``.
     """
     suite = load_suite() if suite is None else suite
     images, indices, seconds = suite_images(
@@ -111,6 +111,9 @@ def evaluate_text_to_image(
         seconds += time.perf_counter() - began
         features = extract_features(reference.network, fake, 256, progress=False)
         report["fid"] = compute_metric("fid", reference.features, features)[0]["fid"]
+        # KID is unbiased at any set size (FID is biased upward at small ones), so small sweeps
+        # can still be compared with it.
+        report.update(compute_metric("kid", reference.features, features)[0])
         report.update(compute_metric("prd", reference.features, features)[0])
         report["num_images"]["distribution"] = count
         report["seconds_per_image"] = seconds / (len(indices) + count)

@@ -116,12 +116,47 @@ def rendering_workers() -> int:
 
 
 @torch.no_grad()
+def encode_captions(
+    unique: list[str], prompt_encoder: PromptEncoder, batch_size: int = 256
+) -> torch.Tensor:
+    """The frozen text encoder's token states ``[len(unique), tokens, width]`` (fp16, CPU)."""
+    return torch.cat(
+        [
+            prompt_encoder(unique[i : i + batch_size], warn=False).half().cpu()
+            for i in tqdm(range(0, len(unique), batch_size), desc="encoding captions", leave=False)
+        ]
+    )
+
+
+def cached_encode_captions(
+    unique: list[str], prompt_encoder: PromptEncoder, batch_size: int = 256
+) -> torch.Tensor:
+    """:func:`encode_captions`, kept on disk under a key of the text encoder and the exact
+    caption list, so the pixel and latent (or 16 and 32 px) encodings of the same scenes, whose
+    captions are identical, run the text encoder once - it is most of the encoding time."""
+    digest = hashlib.sha256(f"captions {prompt_encoder.max_length}\n".encode())
+    _hash_text_encoder(digest, prompt_encoder)
+    digest.update("\n".join(unique).encode())
+    path = encoding_cache_dir() / f"captions-{digest.hexdigest()[:24]}.safetensors"
+    if path.is_file():
+        return load_file(path)["table"]
+    table = encode_captions(unique, prompt_encoder, batch_size)
+    _save_atomically({"table": table.contiguous()}, path)
+    return table
+
+
+@torch.no_grad()
 def encode_dataset(
-    data: ShapesDataset, vae, prompt_encoder: PromptEncoder, batch_size: int = 256
+    data: ShapesDataset,
+    vae,
+    prompt_encoder: PromptEncoder,
+    batch_size: int = 256,
+    cache_captions: bool = False,
 ) -> CachedLatents:
     """Encode every image (posterior mean x scaling factor; with ``vae=None``, pixel space, the
-    image itself) and every distinct caption once. The frozen networks run where their weights
-    are (see :func:`encoding_device`); scenes are rendered by :func:`rendering_workers` worker
+    image itself) and every distinct caption once (through :func:`cached_encode_captions` with
+    ``cache_captions``). The frozen networks run where their weights are (see
+    :func:`encoding_device`); scenes are rendered by :func:`rendering_workers` worker
     processes. The result is on the CPU."""
     loader = torch.utils.data.DataLoader(
         data, batch_size=batch_size, num_workers=rendering_workers(), collate_fn=list
@@ -136,12 +171,8 @@ def encode_dataset(
         captions.extend(item["caption"] for item in items)
     unique = sorted(set(captions))
     row = {caption: i for i, caption in enumerate(unique)}
-    table = torch.cat(
-        [
-            prompt_encoder(unique[i : i + batch_size], warn=False).half().cpu()
-            for i in tqdm(range(0, len(unique), batch_size), desc="encoding captions", leave=False)
-        ]
-    )
+    encode = cached_encode_captions if cache_captions else encode_captions
+    table = encode(unique, prompt_encoder, batch_size)
     rows = torch.tensor([row[c] for c in captions])
     return CachedLatents(torch.cat(latents), rows, table)
 
@@ -152,6 +183,19 @@ def encoding_cache_dir() -> Path:
     return Path(root) / "encoded"
 
 
+def _hash_text_encoder(digest, prompt_encoder: PromptEncoder) -> None:
+    """Add (a sample of every tensor of) the text encoder's weights to a sha256 ``digest``."""
+    for name, tensor in sorted(prompt_encoder.text_encoder.state_dict().items()):
+        digest.update(name.encode() + tensor.float().cpu().numpy().tobytes()[:4096])
+
+
+def _save_atomically(tensors: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    save_file(tensors, tmp)
+    os.replace(tmp, path)
+
+
 def encoding_key(vae_path: Path | None, prompt_encoder: PromptEncoder, data: ShapesDataset) -> str:
     """A digest of everything the encoded training set depends on: the VAE's config and weights,
     the text encoder's window and (a sample of every tensor of its) weights, and the dataset's
@@ -159,8 +203,7 @@ def encoding_key(vae_path: Path | None, prompt_encoder: PromptEncoder, data: Sha
     digest = hashlib.sha256(b"pixels" if vae_path is None else b"")
     for file in sorted(vae_path.glob("*")) if vae_path is not None else ():
         digest.update(file.name.encode() + file.read_bytes())
-    for name, tensor in sorted(prompt_encoder.text_encoder.state_dict().items()):
-        digest.update(name.encode() + tensor.float().cpu().numpy().tobytes()[:4096])
+    _hash_text_encoder(digest, prompt_encoder)
     description = (
         prompt_encoder.max_length, len(data), data.size, data.seed, data.split, data.style,
         data.config,
@@ -178,15 +221,12 @@ def cached_encode_dataset(
     if path.is_file():
         tensors = load_file(path)
         return CachedLatents(tensors["latents"], tensors["caption_rows"], tensors["table"])
-    encoded = encode_dataset(data, vae, prompt_encoder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    save_file(
+    encoded = encode_dataset(data, vae, prompt_encoder, cache_captions=True)
+    _save_atomically(
         {"latents": encoded.latents.contiguous(), "caption_rows": encoded.caption_rows,
          "table": encoded.table.contiguous()},
-        tmp,
+        path,
     )  # fmt: skip
-    os.replace(tmp, path)
     return encoded
 
 

@@ -91,7 +91,7 @@ class UnCLIPDecoderRecipe(TextToImageRecipe):
     """Options of the ``unclip_decoder`` recipe: the text-to-image recipe's (U-Net, schedule,
     ``vae``; ``caption_dropout`` drops the image embedding) plus these."""
 
-    clip: str = "runs/shapes-clip/clip"  # the frozen CLIP model (shipped name or folder)
+    clip: str = "shapes-clip"  # the frozen CLIP model (shipped name or folder)
     cross_attention_dim: int = 128  # width of the 32 context tokens the embedding becomes
     dataset_length: int = 30_000
     validation_images: int = 64  # for the reconstruction CLIP-I

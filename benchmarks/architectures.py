@@ -144,7 +144,10 @@ def main() -> None:
         figures = train_variant(name, options, run_config, Path(args.runs))
         pipeline = load_pipeline(figures["pipeline"])
         measured = evaluate_text_to_image(pipeline, suite=suite, reference=reference)
-        train_seconds = figures["train_seconds"]  # of the last call: rerun into a fresh --runs
+        # The Trainer's rate of this call's updates is right for a resumed run too; the time
+        # the whole run takes at that rate stands in for its (possibly split) wall time.
+        rate = figures["train_images_per_second"]
+        train_seconds = figures["steps"] * args.batch_size / rate
         results.append(
             {
                 "name": name,
@@ -152,7 +155,7 @@ def main() -> None:
                 "parameters": figures["parameters"],
                 "steps": figures["steps"],
                 "train_seconds": train_seconds,
-                "train_images_per_second": figures["steps"] * args.batch_size / train_seconds,
+                "train_images_per_second": rate,
                 "sampler": "dpmpp_2m, 20 steps, guidance 5",
                 **measured,
             }
@@ -200,7 +203,9 @@ def write_report(args, results: list[dict], seconds: float) -> Path:
         f"settings) for {budget}, then sampled with DPM-Solver++(2M), 20 steps, guidance 5. "
         f"ShapesEval: default suite, 1 image per prompt; FID and precision/recall (k = 3): "
         f"{args.fid_images} images against as many shapes validation renders on "
-        "shapes-features.",
+        "shapes-features. train img/s is the Trainer's measured rate of updates (data loading "
+        "and EMA included); train min is steps x batch at that rate, which stays right when a "
+        "run was resumed.",
         "",
         f"![{name}]({name}.png)",
         "",

@@ -110,6 +110,8 @@ sample_steps = 2
     monkeypatch.setattr(text_to_image, "encode_dataset", must_not_encode)
     again = run_recipe(recipe, tmp_path / "run", resume=True, max_steps=3)
     assert again["steps"] == 3
+    # this call made 1 update of the tiny batch: its rate is that of the resumed part only
+    assert 0 < again["train_images_per_second"] and again["train_seconds"] > 0
 
 
 def test_recipe_errors(tmp_path):

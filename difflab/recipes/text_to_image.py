@@ -376,6 +376,7 @@ def run(
     return {
         "parameters": parameter_count(final),
         "steps": result.step,
-        "train_seconds": result.seconds,
+        "train_seconds": result.seconds,  # of this call (a resumed run: since the resume)
+        "train_images_per_second": result.images_per_second,  # of this call's updates
         "pipeline": str(out / "pipeline"),
     }

@@ -107,7 +107,7 @@ sample_steps = 2
     def must_not_encode(*args, **kwargs):
         raise AssertionError("the cached encoding was not used")
 
-    monkeypatch.setattr(text_to_image, "encode_dataset", must_not_encode)
+    monkeypatch.setattr(text_to_image, "encode_images", must_not_encode)
     again = run_recipe(recipe, tmp_path / "run", resume=True, max_steps=3)
     assert again["steps"] == 3
     # this call made 1 update of the tiny batch: its rate is that of the resumed part only
@@ -265,11 +265,50 @@ def test_caption_states_are_encoded_once_for_pixel_and_latent_sets(
     assert torch.equal(pixels.table, latents.table)
     assert torch.equal(pixels.caption_rows, latents.caption_rows)
     assert pixels.latents.shape[1:] == (3, 16, 16) and latents.latents.shape[1:] != (3, 16, 16)
+    # the states are stored once: the image-set files name the captions file instead
+    from safetensors.torch import load_file
+
+    (captions_file,) = tmp_path.glob("encoded/captions-*.safetensors")
+    image_sets = [f for f in tmp_path.glob("encoded/*.safetensors") if f != captions_file]
+    assert len(image_sets) == 2 and all("table" not in load_file(f) for f in image_sets)
+    # a deleted captions file is encoded again, to the same states
+    captions_file.unlink()
+    again = text_to_image.cached_encode_dataset(data, None, None, prompt_encoder)
+    assert len(calls) == 2 and torch.equal(again.table, pixels.table)
     # other captions (another seed) are encoded anew
     text_to_image.cached_encode_dataset(
         ShapesDataset(length=10, size=16, seed=6), None, None, prompt_encoder
     )
-    assert len(calls) == 2
+    assert len(calls) == 3
+
+
+def test_encoded_sets_in_the_older_single_file_layout_are_still_read(
+    prompt_encoder, monkeypatch, tmp_path
+):
+    """Cache files written before caption states got their own file hold latents, rows and the
+    states together; they are read as they are, without encoding anything."""
+    from safetensors.torch import save_file
+
+    from difflab.data.shapes import ShapesDataset
+    from difflab.recipes import text_to_image
+
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path))
+    data = ShapesDataset(length=6, size=16, seed=2)
+    encoded = text_to_image.encode_dataset(data, None, prompt_encoder)
+    key = text_to_image.encoding_key(None, prompt_encoder, data)
+    (tmp_path / "encoded").mkdir()
+    save_file(
+        {"latents": encoded.latents, "caption_rows": encoded.caption_rows,
+         "table": encoded.table},
+        tmp_path / "encoded" / f"{key}.safetensors",
+    )  # fmt: skip
+
+    def must_not_encode(*args, **kwargs):
+        raise AssertionError("the cached encoding was not used")
+
+    monkeypatch.setattr(text_to_image, "encode_images", must_not_encode)
+    read = text_to_image.cached_encode_dataset(data, None, None, prompt_encoder)
+    assert torch.equal(read.latents, encoded.latents) and torch.equal(read.table, encoded.table)
 
 
 def test_rendering_workers_encode_the_same_training_set(prompt_encoder, monkeypatch):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -128,36 +129,36 @@ def encode_captions(
     )
 
 
-def cached_encode_captions(
-    unique: list[str], prompt_encoder: PromptEncoder, batch_size: int = 256
-) -> torch.Tensor:
-    """:func:`encode_captions`, kept on disk under a key of the text encoder and the exact
-    caption list, so the pixel and latent (or 16 and 32 px) encodings of the same scenes, whose
-    captions are identical, run the text encoder once - it is most of the encoding time."""
+def caption_cache_path(unique: list[str], prompt_encoder: PromptEncoder) -> Path:
+    """Where :func:`cached_encode_captions` keeps the states of ``unique``: a key of the text
+    encoder (window and weights) and the exact caption list."""
     digest = hashlib.sha256(f"captions {prompt_encoder.max_length}\n".encode())
     _hash_text_encoder(digest, prompt_encoder)
     digest.update("\n".join(unique).encode())
-    path = encoding_cache_dir() / f"captions-{digest.hexdigest()[:24]}.safetensors"
+    return encoding_cache_dir() / f"captions-{digest.hexdigest()[:24]}.safetensors"
+
+
+def cached_encode_captions(
+    unique: list[str], prompt_encoder: PromptEncoder, batch_size: int = 256
+) -> tuple[torch.Tensor, Path]:
+    """:func:`encode_captions` and the file it is kept in (:func:`caption_cache_path`), so the
+    pixel and latent (or 16 and 32 px) encodings of the same scenes, whose captions are
+    identical, run the text encoder once - it is most of the encoding time - and store its
+    states once."""
+    path = caption_cache_path(unique, prompt_encoder)
     if path.is_file():
-        return load_file(path)["table"]
+        return load_file(path)["table"], path
     table = encode_captions(unique, prompt_encoder, batch_size)
     _save_atomically({"table": table.contiguous()}, path)
-    return table
+    return table, path
 
 
 @torch.no_grad()
-def encode_dataset(
-    data: ShapesDataset,
-    vae,
-    prompt_encoder: PromptEncoder,
-    batch_size: int = 256,
-    cache_captions: bool = False,
-) -> CachedLatents:
-    """Encode every image (posterior mean x scaling factor; with ``vae=None``, pixel space, the
-    image itself) and every distinct caption once (through :func:`cached_encode_captions` with
-    ``cache_captions``). The frozen networks run where their weights are (see
+def encode_images(data: ShapesDataset, vae, batch_size: int = 256) -> tuple[torch.Tensor, list]:
+    """Every image's latent (posterior mean x scaling factor; with ``vae=None``, pixel space,
+    the image itself), on the CPU, and every caption. The VAE runs where its weights are (see
     :func:`encoding_device`); scenes are rendered by :func:`rendering_workers` worker
-    processes. The result is on the CPU."""
+    processes."""
     loader = torch.utils.data.DataLoader(
         data, batch_size=batch_size, num_workers=rendering_workers(), collate_fn=list
     )
@@ -169,12 +170,24 @@ def encode_dataset(
             images = vae.encode(images).latent_dist.mean * vae.config.scaling_factor
         latents.append(images.cpu())
         captions.extend(item["caption"] for item in items)
+    return torch.cat(latents), captions
+
+
+def caption_rows(captions: list[str]) -> tuple[list[str], torch.Tensor]:
+    """The distinct captions, sorted, and each caption's row among them."""
     unique = sorted(set(captions))
     row = {caption: i for i, caption in enumerate(unique)}
-    encode = cached_encode_captions if cache_captions else encode_captions
-    table = encode(unique, prompt_encoder, batch_size)
-    rows = torch.tensor([row[c] for c in captions])
-    return CachedLatents(torch.cat(latents), rows, table)
+    return unique, torch.tensor([row[c] for c in captions])
+
+
+def encode_dataset(
+    data: ShapesDataset, vae, prompt_encoder: PromptEncoder, batch_size: int = 256
+) -> CachedLatents:
+    """Encode every image (:func:`encode_images`) and every distinct caption once
+    (:func:`encode_captions`). The result is on the CPU."""
+    latents, captions = encode_images(data, vae, batch_size)
+    unique, rows = caption_rows(captions)
+    return CachedLatents(latents, rows, encode_captions(unique, prompt_encoder, batch_size))
 
 
 def encoding_cache_dir() -> Path:
@@ -189,10 +202,11 @@ def _hash_text_encoder(digest, prompt_encoder: PromptEncoder) -> None:
         digest.update(name.encode() + tensor.float().cpu().numpy().tobytes()[:4096])
 
 
-def _save_atomically(tensors: dict, path: Path) -> None:
+def _save_atomically(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    """``save_file`` to a temporary sibling renamed into place, so readers never see half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    save_file(tensors, tmp)
+    save_file(tensors, tmp, metadata=metadata)
     os.replace(tmp, path)
 
 
@@ -216,18 +230,29 @@ def cached_encode_dataset(
     data: ShapesDataset, vae, vae_path: Path | None, prompt_encoder: PromptEncoder
 ) -> CachedLatents:
     """:func:`encode_dataset`, kept on disk (safetensors, written atomically) under a key of its
-    inputs, so a resumed run or a second recipe on the same data does not encode it again."""
+    inputs, so a resumed run or a second recipe on the same data does not encode it again. The
+    file holds the latents and caption rows and names the :func:`cached_encode_captions` file
+    that holds the caption states (files written before that split hold the states
+    themselves)."""
     path = encoding_cache_dir() / f"{encoding_key(vae_path, prompt_encoder, data)}.safetensors"
     if path.is_file():
         tensors = load_file(path)
-        return CachedLatents(tensors["latents"], tensors["caption_rows"], tensors["table"])
-    encoded = encode_dataset(data, vae, prompt_encoder, cache_captions=True)
+        if "table" in tensors:  # the older single-file layout
+            return CachedLatents(tensors["latents"], tensors["caption_rows"], tensors["table"])
+        with safe_open(path, "pt") as handle:
+            table_path = path.parent / handle.metadata()["captions"]
+        if table_path.is_file():  # else the captions file was deleted: encode again
+            table = load_file(table_path)["table"]
+            return CachedLatents(tensors["latents"], tensors["caption_rows"], table)
+    latents, captions = encode_images(data, vae)
+    unique, rows = caption_rows(captions)
+    table, table_path = cached_encode_captions(unique, prompt_encoder)
     _save_atomically(
-        {"latents": encoded.latents.contiguous(), "caption_rows": encoded.caption_rows,
-         "table": encoded.table.contiguous()},
+        {"latents": latents.contiguous(), "caption_rows": rows},
         path,
-    )  # fmt: skip
-    return encoded
+        metadata={"captions": table_path.name},
+    )
+    return CachedLatents(latents, rows, table)
 
 
 def with_caption_dropout(

@@ -205,6 +205,12 @@ def overall_standard_error(result: dict, counts: dict) -> float:
     return math.sqrt(sum(p * (1 - p) / counts[t] for t, p in tasks.items())) / len(tasks)
 
 
+def difference_and_noise(a: dict, b: dict, counts: dict) -> tuple[float, float]:
+    """ShapesEval overall of ``a`` minus ``b``, and 2 standard errors of that difference."""
+    se = math.hypot(overall_standard_error(a, counts), overall_standard_error(b, counts))
+    return a["shapes"]["overall"] - b["shapes"]["overall"], 2 * se
+
+
 def samplers_findings(results: list[dict], counts: dict) -> list[str]:
     """What the cells say about the claim, with the verdicts read off the numbers: two
     ShapesEval scores differ only when they are more than 2 standard errors apart."""
@@ -213,15 +219,14 @@ def samplers_findings(results: list[dict], counts: dict) -> list[str]:
         return next((r for r in results if r["sampler"] == sampler and r["steps"] == steps), None)
 
     def compare(a: dict, b: dict) -> str:
-        diff = a["shapes"]["overall"] - b["shapes"]["overall"]
-        se = math.hypot(overall_standard_error(a, counts), overall_standard_error(b, counts))
+        diff, noise = difference_and_noise(a, b, counts)
         verdict = (
-            "the same within noise" if abs(diff) <= 2 * se else
+            "the same within noise" if abs(diff) <= noise else
             ("higher" if diff > 0 else "lower")
         )  # fmt: skip
         return (
             f"ShapesEval {a['shapes']['overall']:.3f} vs {b['shapes']['overall']:.3f} "
-            f"(difference {diff:+.3f}, 2 SE = {2 * se:.3f}: {verdict}), KID x 1000 "
+            f"(difference {diff:+.3f}, 2 SE = {noise:.3f}: {verdict}), KID x 1000 "
             f"{1000 * a.get('kid', math.nan):.1f} vs {1000 * b.get('kid', math.nan):.1f}"
         )
 
@@ -234,17 +239,14 @@ def samplers_findings(results: list[dict], counts: dict) -> list[str]:
         )
     ddpm50 = cell("ddpm", 50)
     if ddpm and ddpm50:
-        gap = ddpm["shapes"]["overall"] - ddpm50["shapes"]["overall"]
-        se = math.hypot(
-            overall_standard_error(ddpm, counts), overall_standard_error(ddpm50, counts)
-        )
+        gap, noise = difference_and_noise(ddpm, ddpm50, counts)
         lines.append(
             f"- DDPM at 50 steps: ShapesEval {ddpm50['shapes']['overall']:.3f}, KID x 1000 "
             f"{1000 * ddpm50.get('kid', math.nan):.1f} (at 1000: "
             f"{ddpm['shapes']['overall']:.3f}, {1000 * ddpm.get('kid', math.nan):.1f}); "
             + (
                 "ancestral sampling gains from the extra steps."
-                if gap > 2 * se
+                if gap > noise
                 else "20x fewer ancestral steps cost no measurable ShapesEval here."
             )
         )
@@ -391,7 +393,8 @@ def main() -> None:
 
     cells = planned_cells(args)
     if args.sweep == "samplers":  # the claim's cells first, so an early stop still answers it
-        cells.sort(key=lambda c: (c["sampler"], c["steps"]) not in FIRST_CELLS)
+        first = {cell: rank for rank, cell in enumerate(FIRST_CELLS)}
+        cells.sort(key=lambda c: first.get((c["sampler"], c["steps"]), len(first)))
     done, seconds = load_partial(args)
     results = run_cells(args, cells, done, seconds)
     partial_path(args).unlink(missing_ok=True)

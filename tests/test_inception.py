@@ -83,3 +83,16 @@ def test_cli_eval_with_inception_features(weights_file, tmp_path):
     result = invoke("fid", "--images", a, "--reference", "shapes", "--features", weights_file,
                     "--out", out)  # fmt: skip
     assert result.exit_code == 2 and "needs at least D + 1 = 2049 images" in result.output
+
+
+def test_grey_model_with_inception_features(weights_file, tmp_path):
+    """The digits model's grey samples go to Inception repeated to RGB (no channel error)."""
+    from difflab.eval.distribution import evaluate_distribution
+
+    reference = write_shapes_pngs(tmp_path / "ref", 3, size=16)
+    report = evaluate_distribution(
+        "kid", reference=str(reference), model="digits", features=str(weights_file),
+        num_images=3, steps=2, progress=False,
+    )  # fmt: skip
+    assert report["features"]["dim"] == 2048 and report["num_images"] == 3
+    assert report["evaluated"]["size"] == [16, 16] and report["values"]["kid_std"] >= 0

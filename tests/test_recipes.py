@@ -1,9 +1,11 @@
 """Every training recipe runs a few steps end to end (tiny sizes), and recipe files are checked."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from difflab.cli import app
@@ -364,3 +366,52 @@ def test_a_subset_of_per_example_data_is_still_collated():
     data = Subset(TensorDataset(torch.arange(10.0)), list(range(8)))
     _, batch = next(data_stream(data, 4, 0, DataPosition()))
     assert isinstance(batch, list) and len(batch) == 1 and batch[0].shape == (4,)
+
+
+def test_init_from_starts_training_at_a_trained_pipelines_weights(tiny_vae_run, tmp_path):
+    from difflab.recipes import text_to_image
+    from difflab.schedules import make_schedule
+
+    vae_dir, _ = tiny_vae_run
+    body = f"""
+image_size = 16
+dataset_length = 16
+{DENOISER_OPTIONS["unet"]}
+sample_steps = 2
+"""
+    first = write(
+        tmp_path,
+        "a.toml",
+        f'kind = "text_to_image"\n[recipe]\nvae = "{vae_dir / "vae"}"\n' + body + TINY_TRAIN,
+    )
+    trained = run_recipe(first, tmp_path / "a")["pipeline"]
+    # learning rate ~0: the continued run's weights are the ones it started from
+    second = write(
+        tmp_path,
+        "b.toml",
+        f'kind = "text_to_image"\n[recipe]\nvae = "{trained}"\n'
+        f'init_from = "{trained}"\n' + body + TINY_TRAIN + "learning_rate = 1e-12\n",
+    )
+    run_recipe(second, tmp_path / "b")
+    start = load_file(tmp_path / "a/pipeline/unet/diffusion_pytorch_model.safetensors")
+    end = load_file(tmp_path / "b/pipeline/unet/diffusion_pytorch_model.safetensors")
+    assert start.keys() == end.keys()
+    assert all(torch.allclose(start[k], end[k], atol=1e-8) for k in start)
+    # (without init_from, b would start at the seed's random weights, which two updates of
+    # the first run moved far beyond 1e-8)
+
+    _, options, _, _ = load_recipe(second)
+    vae = text_to_image.load_frozen_vae(trained)[1]
+    schedule = text_to_image.recipe_schedule(options)
+    wider = text_to_image.latent_denoiser(
+        dataclasses.replace(options, block_out_channels=(16, 64)), 4, 4
+    )
+    with pytest.raises(ValueError, match="not the recipe's architecture.*block_out_channels"):
+        text_to_image.start_from_pipeline(wider, trained, vae, schedule)
+    same = text_to_image.latent_denoiser(options, 4, 4)
+    with pytest.raises(ValueError, match="another latent space.*set vae = "):
+        text_to_image.start_from_pipeline(same, trained, None, schedule)
+    with pytest.raises(ValueError, match="another noise schedule.*beta_start"):
+        text_to_image.start_from_pipeline(same, trained, vae, make_schedule("linear"))
+    with pytest.raises(FileNotFoundError, match="no denoiser weights"):
+        text_to_image.start_from_pipeline(same, str(tmp_path), vae, schedule)

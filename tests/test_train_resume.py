@@ -102,6 +102,13 @@ def test_extending_max_steps_on_resume_continues_exactly(tmp_path):
     )
     assert resumed.losses == straight.losses
     _assert_bit_identical(_state(straight, tmp_path / "a"), _state(resumed, tmp_path / "b"))
+    # the run's wall time carries across the resume: the first call's, up to its checkpoint,
+    # plus the second's (a budget comparison between an interrupted and a straight run)
+    saved = json.loads((tmp_path / "b/checkpoints/step_00000005/state.json").read_text())
+    assert half.total_seconds == half.seconds and 0 < saved["train_seconds"] <= half.seconds
+    assert resumed.total_seconds == pytest.approx(saved["train_seconds"] + resumed.seconds)
+    seconds = [r["seconds"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")]
+    assert seconds == sorted(seconds) and seconds[-1] > saved["train_seconds"]
 
 
 def test_a_checkpoint_holds_only_safetensors_and_json(tmp_path):

@@ -191,7 +191,7 @@ def run(options: CLIPRecipe, config: TrainConfig, out: Path, resume: bool, overw
         "parameters": parameter_count(final),  # stored, trainable: the frozen encoder is apart
         "text_encoder_parameters": parameter_count(prompt_encoder.text_encoder),
         "steps": result.step,
-        "train_seconds": result.seconds,
+        "train_seconds": result.total_seconds,
         "training_captions": len(data.text_embeddings),
         "logit_scale": float(final.scale),
         **measure(final, options),

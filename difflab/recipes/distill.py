@@ -204,7 +204,7 @@ def run_progressive(
         saved.save_pretrained(folder / "pipeline", include_text_encoder=False)
         if not options.keep_stage_checkpoints:
             shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-        figures["stages"][name] = {"steps": result.step, "train_seconds": result.seconds}
+        figures["stages"][name] = {"steps": result.step, "train_seconds": result.total_seconds}
         previous, previous_schedule = final, schedule
     last = TextToImagePipeline.from_pretrained(out / f"steps-{rounds[-1]}" / "pipeline")
     last.save_pretrained(out / "pipeline", include_text_encoder=False)
@@ -272,7 +272,7 @@ def run_consistency(
         "method": CITATIONS["consistency" if distill else "consistency_training"],
         "parameters": parameter_count(final.unet),
         "steps": result.step,
-        "train_seconds": result.seconds,
+        "train_seconds": result.total_seconds,
         "pipeline": str(out / "pipeline"),
     }
 
@@ -320,6 +320,6 @@ def run_lcm_lora(
         "method": CITATIONS["lcm_lora"],
         "lora_parameters": lora_parameters,
         "steps": result.step,
-        "train_seconds": result.seconds,
+        "train_seconds": result.total_seconds,
         "lora": str(out / "lora"),
     }

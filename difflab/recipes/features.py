@@ -308,7 +308,7 @@ def run(
         "feature_dim": final.config.embedding_dim,
         "feature_scale": final.config.feature_scale,
         "steps": result.step,
-        "train_seconds": result.seconds,
+        "train_seconds": result.total_seconds,
         "heldout_images": len(validation),
         "heldout_accuracy": measured["accuracy"],
         "heldout_label_accuracy": measured["label_accuracy"],

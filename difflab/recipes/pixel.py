@@ -107,7 +107,7 @@ def run(
     return {
         "parameters": parameter_count(final),
         "steps": result.step,
-        "train_seconds": result.seconds,
+        "train_seconds": result.total_seconds,
         "pipeline": str(out / "pipeline"),
     }
 

@@ -179,7 +179,7 @@ def run(
     figures = {
         "parameters": parameter_count(final),
         "steps": result.step,
-        "train_seconds": result.seconds,
+        "train_seconds": result.total_seconds,
         "validation_psnr_db": psnr(made.clamp(-1, 1), truth),
         "bilinear_psnr_db": psnr(upsample(low, options.image_size).clamp(-1, 1), truth),
         "pipeline": str(out / "pipeline"),

@@ -15,6 +15,7 @@ computed once before training (and kept in a cache keyed by their inputs, see
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,9 @@ class TextToImageRecipe:
     caption_dropout: float = 0.1
     sample_steps: int = 20
     sample_guidance: float = 5.0
+    # a shipped model name or pipeline folder whose denoiser weights training starts from
+    # (fine-tuning, or more compute for a shipped model); "" = random initialisation
+    init_from: str = ""
 
 
 class CachedLatents(torch.utils.data.Dataset):
@@ -309,7 +313,8 @@ def latent_denoiser(
 
 def load_frozen_vae(folder: str) -> tuple[Path | None, object]:
     """(path, frozen AutoencoderKL) of the recipe's ``vae`` option: a VAE folder, or the name of
-    a shipped latent model whose VAE to reuse (``vae = "shapes-t2i"``); ``(None, None)`` for
+    a shipped latent model or a pipeline folder whose VAE to reuse (``vae = "shapes-t2i"``);
+    ``(None, None)`` for
     ``""`` (pixel space)."""
     from diffusers import AutoencoderKL
 
@@ -321,6 +326,8 @@ def load_frozen_vae(folder: str) -> tuple[Path | None, object]:
     shipped = list_models()
     if not (vae_path / "config.json").is_file() and folder in shipped:
         vae_path = shipped[folder] / "vae"
+    elif (vae_path / "vae" / "config.json").is_file():  # a pipeline folder: its VAE
+        vae_path = vae_path / "vae"
     if not (vae_path / "config.json").is_file():
         raise FileNotFoundError(
             f"no trained VAE at {vae_path}; train one first (`difflab train shapes-vae --out "
@@ -330,6 +337,68 @@ def load_frozen_vae(folder: str) -> tuple[Path | None, object]:
         )
     vae = AutoencoderKL.from_pretrained(vae_path, torch_dtype=torch.float32, use_safetensors=True)
     return vae_path, vae.eval().requires_grad_(False)
+
+
+def start_from_pipeline(denoiser, name_or_folder: str, vae, schedule) -> None:
+    """Load a trained text-to-image pipeline's denoiser weights into the recipe's ``denoiser``
+    (the ``init_from`` option), so a run continues a shipped model with more compute or
+    fine-tunes it. The weights only make sense with the latent space and noise schedule they
+    were trained on, so both must match the recipe's, as must every tensor's name and shape;
+    otherwise a ValueError says what differs and which recipe setting to change."""
+    from difflab.pipelines.text_to_image import schedule_from_diffusers_config
+    from difflab.zoo import resolve_model
+
+    folder = resolve_model(name_or_folder)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(
+            f"init_from = {name_or_folder!r}: no denoiser weights at {weights}; name a shipped "
+            "text-to-image model (`difflab models`) or a pipeline folder written by training."
+        )
+    state = load_file(weights)
+    own = denoiser.state_dict()
+    problems = sorted(own.keys() - state.keys())[:3] + sorted(state.keys() - own.keys())[:3]
+    problems += [
+        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+        for k in sorted(own.keys() & state.keys())
+        if state[k].shape != own[k].shape
+    ][:3]
+    if problems:
+        raise ValueError(
+            f"init_from = {name_or_folder!r}: its denoiser ({folder / 'unet' / 'config.json'}) "
+            f"is not the recipe's architecture (first differences: {', '.join(problems)}); set "
+            "the recipe's denoiser options (block_out_channels, layers_per_block, dit_layers, "
+            "...) to that model's."
+        )
+    init_vae = folder / "vae" / "diffusion_pytorch_model.safetensors"
+    if (vae is None) != (not init_vae.is_file()) or (
+        vae is not None and not same_weights(vae.state_dict(), load_file(init_vae))
+    ):
+        raise ValueError(
+            f"init_from = {name_or_folder!r} was trained on another latent space than the "
+            f"recipe's vae; set vae = {name_or_folder!r} in the recipe's [recipe] section "
+            '(its own VAE; vae = "" where it is a pixel-space model).'
+        )
+    config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    theirs = schedule_from_diffusers_config(config)
+    if theirs.prediction_type != schedule.prediction_type or not torch.allclose(
+        theirs.alphas_cumprod, schedule.alphas_cumprod, rtol=1e-4
+    ):
+        raise ValueError(
+            f"init_from = {name_or_folder!r} was trained with another noise schedule or "
+            f"prediction type ({config.get('beta_schedule')}, {config.get('beta_start')}-"
+            f"{config.get('beta_end')}, {theirs.prediction_type}); set the recipe's schedule, "
+            "beta_start, beta_end and prediction_type to those."
+        )
+    denoiser.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def same_weights(ours: dict, stored: dict) -> bool:
+    """Whether two state dicts hold the same tensors up to fp16 storage (shipped weights are
+    fp16, a local run's fp32)."""
+    return ours.keys() == stored.keys() and all(
+        torch.allclose(ours[k].float(), stored[k].float(), rtol=1e-3, atol=1e-4) for k in ours
+    )
 
 
 def recipe_schedule(options: TextToImageRecipe):
@@ -372,6 +441,8 @@ def run(
         latent_size = options.image_size // 2 ** (len(vae.config.block_out_channels) - 1)
         latent_channels = vae.config.latent_channels
     unet = latent_denoiser(options, latent_size, latent_channels)
+    if options.init_from:
+        start_from_pipeline(unet, options.init_from, vae, schedule)
     data = cached_encode_dataset(
         ShapesDataset(length=options.dataset_length, size=options.image_size, seed=config.seed),
         vae,
@@ -401,7 +472,7 @@ def run(
     return {
         "parameters": parameter_count(final),
         "steps": result.step,
-        "train_seconds": result.seconds,  # of this call (a resumed run: since the resume)
+        "train_seconds": result.total_seconds,  # across resumes
         "train_images_per_second": result.images_per_second,  # of this call's updates
         "pipeline": str(out / "pipeline"),
     }

@@ -166,7 +166,7 @@ def run_decoder(
     return {
         "parameters": parameter_count(pipeline.unet),
         "steps": result.step,
-        "train_seconds": result.seconds,
+        "train_seconds": result.total_seconds,
         "vae": str(vae_path) if vae_path else None,
         "reconstruction_clip_i": clip_i_score(clip, sources, made),
         "pipeline": str(out / "pipeline"),
@@ -249,7 +249,7 @@ def run_prior(
     return {
         "parameters": parameter_count(final),
         "steps": result.step,
-        "train_seconds": result.seconds,
+        "train_seconds": result.total_seconds,
         "validation_prior_cosine": float((sampled * images).sum(1).mean()),
         "validation_text_cosine": float((text * images).sum(1).mean()),
         "pipeline": str(out / "pipeline"),

@@ -82,6 +82,9 @@ class TrainResult:
         out_dir: the run folder.
         checkpoint: the last checkpoint written or resumed from, if any.
         seconds: wall time of this call.
+        total_seconds: wall time of the whole run up to ``step``: this call's plus, after a
+            resume, that of the calls before it up to the checkpoint resumed from (time spent
+            after the last checkpoint of an interrupted call is lost work and not counted).
         images_per_second: examples processed per second in this call (all processes).
     """
 
@@ -92,6 +95,7 @@ class TrainResult:
     out_dir: Path
     checkpoint: Path | None
     seconds: float
+    total_seconds: float
     images_per_second: float
 
 
@@ -196,11 +200,12 @@ def train(
 
     # --- resume ---
     step, position, losses = 0, DataPosition(), []
+    earlier_seconds = 0.0  # the run's wall time before this call (up to the checkpoint)
     checkpoint: Path | None = None
     if resume:
         checkpoint = latest_checkpoint(out_dir / CHECKPOINT_DIR)
         assert checkpoint is not None  # check_run_dir made sure
-        step, position, losses = _load_checkpoint(
+        step, position, losses, earlier_seconds = _load_checkpoint(
             checkpoint, accelerator, raw_model, optimizer, lr_scheduler, ema, generator
         )
         if is_main:
@@ -279,7 +284,7 @@ def train(
                     "grad_norm": grad_norm,
                     "epoch": position.epoch,
                     "images_per_s": images_per_s,
-                    "seconds": time.perf_counter() - loop_start,
+                    "seconds": earlier_seconds + time.perf_counter() - wall_start,
                 },
             )
         if step == config.max_steps or (
@@ -297,6 +302,7 @@ def train(
                 lr_scheduler,
                 ema,
                 generator,
+                earlier_seconds + time.perf_counter() - wall_start,
             )
             if is_main:
                 plot_loss_curve(losses, out_dir / LOSS_CURVE_FILE)
@@ -322,6 +328,7 @@ def train(
         out_dir=out_dir,
         checkpoint=checkpoint,
         seconds=seconds,
+        total_seconds=earlier_seconds + seconds,
         images_per_second=done * images_per_update / max(time.perf_counter() - loop_start, 1e-9),
     )
 
@@ -483,6 +490,7 @@ def _save_checkpoint(
     lr_scheduler: Any,
     ema: EMA | None,
     generator: torch.Generator,
+    train_seconds: float,
 ) -> Path:
     """Write ``checkpoints/step_XXXXXXXX`` atomically (see :mod:`difflab.train.checkpoint`).
 
@@ -523,6 +531,7 @@ def _save_checkpoint(
                     if ema is None
                     else {"decay": ema.decay, "warmup": ema.warmup, "num_updates": ema.num_updates},
                     "num_processes": accelerator.num_processes,
+                    "train_seconds": train_seconds,  # the run's wall time to this step
                     "config": config.to_dict(),
                     "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 },
@@ -544,8 +553,9 @@ def _load_checkpoint(
     lr_scheduler: Any,
     ema: EMA | None,
     generator: torch.Generator,
-) -> tuple[int, DataPosition, list[float]]:
-    """Restore everything :func:`_save_checkpoint` wrote; return (step, position, losses)."""
+) -> tuple[int, DataPosition, list[float], float]:
+    """Restore everything :func:`_save_checkpoint` wrote; return (step, position, losses, the
+    run's wall time up to the checkpoint)."""
     state = read_json(folder / "state.json")
     # safetensors names CPU devices "cpu" only (accelerate may say "cpu:0" in multi-CPU runs)
     device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
@@ -576,7 +586,14 @@ def _load_checkpoint(
         set_rng_state(load_tensors(rng_file), read_json(folder / f"rng_rank{rank}.json"), generator)
     losses = load_tensors(folder / "history.safetensors")["loss"].tolist()
     pos = state["data_position"]
-    return state["step"], DataPosition(pos["epoch"], pos["index"]), losses
+    if "train_seconds" not in state:
+        warnings.warn(
+            f"{folder} predates wall-time tracking: the run's train_seconds count from this "
+            "resume only.",
+            stacklevel=3,
+        )
+    earlier = float(state.get("train_seconds", 0.0))
+    return state["step"], DataPosition(pos["epoch"], pos["index"]), losses, earlier
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from report_text import write_report_text  # noqa: E402
 from sampling_sweeps import TABLE_HEAD, machine, row_cells  # noqa: E402
 
 PIXEL_UNET = {
@@ -105,7 +106,16 @@ def main() -> None:
     parser.add_argument("--fid-images", type=int, default=1000)
     parser.add_argument("--runs", default=str(ROOT / "runs" / "architectures"))
     parser.add_argument("--report-dir", default=str(ROOT / "docs" / "reports"))
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the report (text and plot) from its JSON and the runs' metrics; no training",
+    )
     args = parser.parse_args()
+    if args.report_only:
+        stored = json.loads(report_path(args, ".json").read_text())
+        print(f"wrote {write_report(args, stored)}")
+        return
 
     from difflab.eval.shapes import load_suite
     from difflab.eval.text_to_image import Reference, evaluate_text_to_image
@@ -161,20 +171,58 @@ def main() -> None:
             }
         )
         print(json.dumps(results[-1], indent=1), flush=True)
-    print(f"wrote {write_report(args, results, time.perf_counter() - began)}")
+    stored = {
+        "command": f"python {shlex.join(sys.argv)}",
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+        "seconds": time.perf_counter() - began,
+        "budget_minutes": args.budget_minutes,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "fid_images": args.fid_images,
+        "runs": args.runs,
+        "results": results,
+    }
+    report_path(args, ".json").write_text(json.dumps(stored, indent=1) + "\n")
+    print(f"wrote {write_report(args, stored)}")
 
 
-def write_report(args, results: list[dict], seconds: float) -> Path:
+def report_path(args, suffix: str) -> Path:
+    name = {"latent-pixel": "latent_vs_pixel", "unet-dit": "unet_vs_dit"}[args.compare]
+    return Path(args.report_dir) / f"{name}{suffix}"
+
+
+def loss_curve(run: Path, window: int = 20) -> tuple[list[int], list[float]]:
+    """(steps, training loss averaged over the last ``window`` logged points) from a run's
+    metrics.jsonl."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    losses = [r["loss"] for r in rows]
+    smooth = []
+    for i in range(len(losses)):
+        recent = losses[max(0, i - window + 1) : i + 1]
+        smooth.append(sum(recent) / len(recent))
+    return [r["step"] for r in rows], smooth
+
+
+def write_report(args, stored: dict) -> Path:
+    """The markdown report and its plot from the stored figures (``stored``: what main wrote to
+    the report's JSON); for unet-dit the plot adds both runs' training-loss curves, read from
+    their metrics.jsonl under ``stored["runs"]`` (same objective, data order and seeds, so the
+    curves compare)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    name = {"latent-pixel": "latent_vs_pixel", "unet-dit": "unet_vs_dit"}[args.compare]
+    results = stored["results"]
+    name = report_path(args, "").name
     out_dir = Path(args.report_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    runs = Path(stored["runs"])
+    curves = args.compare == "unet-dit" and all(
+        (runs / r["name"] / "metrics.jsonl").is_file() for r in results
+    )
+    fig, axes = plt.subplots(1, 4 if curves else 3, figsize=(16 if curves else 12, 3.5))
     labels = [r["name"] for r in results]
     for ax, key, title in (
         (axes[0], lambda r: r["shapes"]["overall"], "ShapesEval overall"),
@@ -183,26 +231,36 @@ def write_report(args, results: list[dict], seconds: float) -> Path:
     ):
         ax.bar(labels, [key(r) for r in results], color=["tab:blue", "tab:orange"])
         ax.set_title(title)
+    final_loss = {}
+    if curves:
+        for r, colour in zip(results, ("tab:blue", "tab:orange"), strict=True):
+            steps, smooth = loss_curve(runs / r["name"])
+            axes[3].plot(steps, smooth, color=colour, label=r["name"])
+            final_loss[r["name"]] = smooth[-1]
+        axes[3].set_yscale("log")
+        axes[3].set_xlabel("step")
+        axes[3].set_title("training loss (min-SNR weighted, smoothed)")
+        axes[3].legend()
     fig.tight_layout()
     fig.savefig(out_dir / f"{name}.png", dpi=120)
 
     a, b = results
     budget = (
-        f"the same wall-clock budget ({args.budget_minutes:g} min of training each)"
+        f"the same wall-clock budget ({stored['budget_minutes']:g} min of training each)"
         if args.compare == "latent-pixel"
-        else f"the same budget ({args.steps} steps of batch {args.batch_size} each)"
+        else f"the same budget ({stored['steps']} steps of batch {stored['batch_size']} each)"
     )
     lines = [
         f"# {'Latent vs pixel diffusion' if args.compare == 'latent-pixel' else 'U-Net vs DiT'}",
         "",
-        f"Command: `python {shlex.join(sys.argv)}`  ",
-        f"Machine: {machine()}  ",
-        f"Date: {datetime.date.today().isoformat()}; total time {seconds / 60:.1f} min.",
+        f"Command: `{stored['command']}`  ",
+        f"Machine: {stored['machine']}  ",
+        f"Date: {stored['date']}; total time {stored['seconds'] / 60:.1f} min.",
         "",
         f"Both models are trained from scratch by the text_to_image recipe (shapes-t2i-small's "
         f"settings) for {budget}, then sampled with DPM-Solver++(2M), 20 steps, guidance 5. "
         f"ShapesEval: default suite, 1 image per prompt; FID and precision/recall (k = 3): "
-        f"{args.fid_images} images against as many shapes validation renders on "
+        f"{stored['fid_images']} images against as many shapes validation renders on "
         "shapes-features. train img/s is the Trainer's measured rate of updates (data loading "
         "and EMA included); train min is steps x batch at that rate, which stays right when a "
         "run was resumed.",
@@ -228,11 +286,15 @@ def write_report(args, results: list[dict], seconds: float) -> Path:
         f"{b['seconds_per_image'] * 1000:.1f} ms/image "
         f"({b['seconds_per_image'] / a['seconds_per_image']:.2f}x).",
         f"- Quality: ShapesEval {a['shapes']['overall']:.3f} vs {b['shapes']['overall']:.3f}; "
-        f"FID {a['fid']:.2f} vs {b['fid']:.2f}.",
+        f"FID {a['fid']:.2f} vs {b['fid']:.2f}; KID x 1000 {a['kid'] * 1000:.1f} vs "
+        f"{b['kid'] * 1000:.1f}.",
     ]
-    path = out_dir / f"{name}.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    if final_loss:
+        lines.append(
+            f"- Training loss at the end (smoothed): {a['name']} {final_loss[a['name']]:.4f}, "
+            f"{b['name']} {final_loss[b['name']]:.4f}."
+        )
+    return write_report_text(out_dir / f"{name}.md", lines)
 
 
 if __name__ == "__main__":

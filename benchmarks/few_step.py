@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from report_text import write_report_text
 from sampling_sweeps import machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,9 +190,7 @@ def write_report(args, results: list[dict], seconds: float) -> Path:
             f"{r['seconds_per_image']:.4f} | {ratio['shapes']:.2f} | {ratio['fid']:.2f} | "
             f"{ratio['time']:.3f} |"
         )
-    path = out / "few_step.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_report_text(out / "few_step.md", lines)
 
 
 def main() -> None:

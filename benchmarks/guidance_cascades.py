@@ -548,9 +548,10 @@ def write_report(report_dir: Path) -> Path:
     missing = [p for p in PARTS if p not in parts]
     if missing:
         lines += [f"Not yet measured: {', '.join(missing)}.", ""]
-    path = report_dir / "guidance_cascades.md"
-    path.write_text("\n".join(lines).rstrip("\n") + "\n")
-    return path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from report_text import write_report_text
+
+    return write_report_text(report_dir / "guidance_cascades.md", lines)
 
 
 def run_part(args, part: str) -> Path:

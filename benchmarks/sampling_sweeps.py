@@ -35,6 +35,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from report_text import write_report_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLER_STEPS = {
@@ -366,9 +367,7 @@ def write_report(args, results: list[dict], seconds: float, planned: int) -> Pat
         lines += samplers_findings(results, counts)
     else:
         lines += guidance_findings(results)
-    path = out_dir / f"{name}.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_report_text(out_dir / f"{name}.md", lines)
 
 
 def main() -> None:

@@ -1,0 +1,61 @@
+"""Regenerating a benchmark report keeps the hand-written Reading section (benchmarks/report_text)."""
+
+import importlib.util
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rewriting_a_report_keeps_its_reading_and_flags_it(tmp_path):
+    write = load("report_text").write_report_text
+    path = tmp_path / "r.md"
+    write(path, ["# Sweep", "", "| 0.40 |"])
+    assert path.read_text() == "# Sweep\n\n| 0.40 |\n"  # nothing to keep yet
+    path.write_text(path.read_text() + "\n## Reading\n\n- The claim holds (0.40).\n")
+    write(path, ["# Sweep", "", "| 0.45 |"])
+    write(path, ["# Sweep", "", "| 0.50 |"])  # twice: one flag line, not two
+    text = path.read_text()
+    assert text.startswith("# Sweep\n\n| 0.50 |\n\n## Reading\n\n- The claim holds (0.40).\n")
+    assert "| 0.45 |" not in text and text.count("written for an earlier run") == 1
+    # a report that brings its own Reading replaces the old one
+    write(path, ["# Sweep", "", "## Reading", "", "- new"])
+    assert path.read_text() == "# Sweep\n\n## Reading\n\n- new\n"
+
+
+def test_architecture_report_is_rewritten_from_its_json_with_loss_curves(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    runs = tmp_path / "runs"
+    results = []
+    for name, loss in (("unet", 0.05), ("dit", 0.06)):
+        (runs / name).mkdir(parents=True)
+        lines = [json.dumps({"step": 10 * i, "loss": loss + 1 / i}) for i in range(1, 40)]
+        (runs / name / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        results.append({
+            "name": name, "parameters": 3_000_000, "steps": 390, "train_seconds": 600.0,
+            "train_images_per_second": 100.0 if name == "unet" else 80.0,
+            "shapes": {"overall": 0.1, "tasks": {"colors": 0.3}}, "fid": 13.0, "kid": 0.2,
+            "precision": 0.9, "recall": 0.3, "seconds_per_image": 0.1,
+        })  # fmt: skip
+    stored = {"command": "python benchmarks/architectures.py --compare unet-dit", "machine": "m",
+              "date": "2026-01-01", "seconds": 60.0, "budget_minutes": 20.0, "steps": 390,
+              "batch_size": 128, "fid_images": 500, "runs": str(runs), "results": results}  # fmt: skip
+    (tmp_path / "unet_vs_dit.json").write_text(json.dumps(stored))
+    argv = ["architectures.py", "--compare", "unet-dit", "--report-dir", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--report-only"])
+    load("architectures").main()
+    text = (tmp_path / "unet_vs_dit.md").read_text()
+    assert "Command: `python benchmarks/architectures.py --compare unet-dit`" in text
+    assert "(1.25x)" in text  # 100 / 80 images/s
+    # the last 20 logged losses averaged: loss + mean(1 / i) for i = 20..39
+    tail = sum(1 / i for i in range(20, 40)) / 20
+    assert f"unet {0.05 + tail:.4f}, dit {0.06 + tail:.4f}" in text
+    assert (tmp_path / "unet_vs_dit.png").is_file()

@@ -50,6 +50,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report_text import write_report_text  # noqa: E402
+
 PARTS = ("classifier", "cascade", "threshold", "unclip")
 SHAPES_TARGETS = (
     ("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "star"),
@@ -548,9 +552,6 @@ def write_report(report_dir: Path) -> Path:
     missing = [p for p in PARTS if p not in parts]
     if missing:
         lines += [f"Not yet measured: {', '.join(missing)}.", ""]
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from report_text import write_report_text
-
     return write_report_text(report_dir / "guidance_cascades.md", lines)
 
 

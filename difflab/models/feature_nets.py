@@ -47,6 +47,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from difflab.models.noise_conditioning import LogSNREmbedding, check_noise_range
+from difflab.models.weights import state_dict_differences
 
 __all__ = [
     "CLASS_NAME", "CONFIG_FILE", "HEAD_KINDS", "WEIGHTS_FILE", "FeatureNet", "FeatureNetConfig",
@@ -370,17 +371,16 @@ def load_feature_network(name_or_folder: str | Path, resize: bool = False) -> Fe
     net = FeatureNet(config, resize=resize)
     tensors = load_file(str(folder / WEIGHTS_FILE))
     expected = net.state_dict()
-    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    missing, unexpected, misshaped = state_dict_differences(expected, tensors)
     if missing or unexpected:
         raise ValueError(
             f"{folder / WEIGHTS_FILE} does not match {config_path}: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
-    for key, value in tensors.items():
-        if value.shape != expected[key].shape:
-            raise ValueError(
-                f"{folder / WEIGHTS_FILE}: {key} has shape {tuple(value.shape)}, the config "
-                f"needs {tuple(expected[key].shape)}"
-            )
+    if misshaped:
+        raise ValueError(
+            f"{folder / WEIGHTS_FILE}: tensors of another shape than {config_path} needs: "
+            f"{', '.join(misshaped[:5])}"
+        )
     net.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()})
     return net.eval().requires_grad_(False)

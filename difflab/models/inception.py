@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from difflab.models.weights import state_dict_differences
+
 __all__ = ["INPUT_SIZE", "InceptionV3Features", "is_inception_weights", "load_inception_v3"]
 
 INPUT_SIZE = 299
@@ -263,13 +265,8 @@ def load_inception_v3(path: str | Path) -> InceptionV3Features:
     expected = net.state_dict()
     tensors = load_file(str(path))
     tensors = {k: v for k, v in tensors.items() if not k.endswith("num_batches_tracked")}
-    expected_keys = {k for k in expected if not k.endswith("num_batches_tracked")}
-    missing, unexpected = sorted(expected_keys - set(tensors)), sorted(set(tensors) - expected_keys)
-    wrong = [
-        f"{k} {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
-        for k, v in tensors.items()
-        if k in expected and v.shape != expected[k].shape
-    ]
+    expected = {k: v for k, v in expected.items() if not k.endswith("num_batches_tracked")}
+    missing, unexpected, wrong = state_dict_differences(expected, tensors)
     if missing or unexpected or wrong:
         raise ValueError(
             f"{path} is not the FID Inception-v3 (torchvision / pytorch-fid parameter names): "

@@ -314,8 +314,7 @@ def latent_denoiser(
 def load_frozen_vae(folder: str) -> tuple[Path | None, object]:
     """(path, frozen AutoencoderKL) of the recipe's ``vae`` option: a VAE folder, or the name of
     a shipped latent model or a pipeline folder whose VAE to reuse (``vae = "shapes-t2i"``);
-    ``(None, None)`` for
-    ``""`` (pixel space)."""
+    ``(None, None)`` for ``""`` (pixel space)."""
     from diffusers import AutoencoderKL
 
     from difflab.zoo import list_models
@@ -345,6 +344,7 @@ def start_from_pipeline(denoiser, name_or_folder: str, vae, schedule) -> None:
     fine-tunes it. The weights only make sense with the latent space and noise schedule they
     were trained on, so both must match the recipe's, as must every tensor's name and shape;
     otherwise a ValueError says what differs and which recipe setting to change."""
+    from difflab.models.weights import state_dict_differences
     from difflab.pipelines.text_to_image import schedule_from_diffusers_config
     from difflab.zoo import resolve_model
 
@@ -357,12 +357,8 @@ def start_from_pipeline(denoiser, name_or_folder: str, vae, schedule) -> None:
         )
     state = load_file(weights)
     own = denoiser.state_dict()
-    problems = sorted(own.keys() - state.keys())[:3] + sorted(state.keys() - own.keys())[:3]
-    problems += [
-        f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
-        for k in sorted(own.keys() & state.keys())
-        if state[k].shape != own[k].shape
-    ][:3]
+    problems = [names[:3] for names in state_dict_differences(own, state)]
+    problems = [name for names in problems for name in names]
     if problems:
         raise ValueError(
             f"init_from = {name_or_folder!r}: its denoiser ({folder / 'unet' / 'config.json'}) "

@@ -104,6 +104,16 @@ def _timed(fn, *args):
     return out, time.perf_counter() - began
 
 
+def pixel_guide(args):
+    """The x0 thresholding that pixel-space sampling gets in the classifier and cascade parts
+    (``--x0-clip``, default ``static``: clip the implied x0 to [-1, 1] at every step, as DDPM's
+    reference sampler does, Ho et al. 2020). Without it the short-trained pixel models here
+    drift out of range - the threshold part's "none" rows measure how far."""
+    from difflab.guidance import threshold_guide
+
+    return None if args.x0_clip == "none" else threshold_guide(args.x0_clip)
+
+
 # --------------------------------------------------------------------------- classifier
 
 
@@ -134,10 +144,11 @@ def shapes_guidance_rows(args) -> list[dict]:
     classifier-free guidance of ``--cfg-model``, toward each (colour, shape) target: fidelity =
     both attributes detected, ``bound`` = one object carries both."""
     from difflab.eval.guidance import attribute_hits
-    from difflab.guidance import classifier_guide
+    from difflab.guidance import chain_guides, classifier_guide
     from difflab.zoo import load_pipeline
 
     targets, n = SHAPES_TARGETS[: args.targets], args.images_per_target
+    clip_x0 = pixel_guide(args)
 
     def score(images, target):
         hits = attribute_hits(images, [("colour", target[0]), ("shape", target[1])])
@@ -155,7 +166,8 @@ def shapes_guidance_rows(args) -> list[dict]:
         def make(target, seed, scale=scale):
             pairs = [("colour", target[0]), ("shape", target[1])]
             guide = classifier_guide(classifier, pairs, scale) if scale else None
-            return uncond.sample(n, args.steps, 1.0, sampler=args.sampler, seed=seed, guide=guide)
+            return uncond.sample(n, args.steps, 1.0, sampler=args.sampler, seed=seed,
+                                 guide=chain_guides(guide, clip_x0))  # fmt: skip
 
         rows.append(row("classifier guidance", scale, make))
     if args.clip:
@@ -168,7 +180,7 @@ def shapes_guidance_rows(args) -> list[dict]:
             def make(target, seed, scale=scale):
                 guide = clip_guide(clip, [f"a {target[0]} {target[1]}"], scale)
                 return uncond.sample(n, args.steps, 1.0, sampler=args.sampler, seed=seed,
-                                     guide=guide)  # fmt: skip
+                                     guide=chain_guides(guide, clip_x0))  # fmt: skip
 
             rows.append(row("CLIP guidance", scale, make))
     if args.cfg_model:
@@ -178,7 +190,7 @@ def shapes_guidance_rows(args) -> list[dict]:
             def make(target, seed, weight=weight):
                 prompt = f"a {target[0]} {target[1]}"
                 return text.decode(text.latents([prompt], n, args.steps, weight, args.sampler,
-                                                seed))  # fmt: skip
+                                                seed, guide=clip_x0))  # fmt: skip
 
             rows.append(row("classifier-free guidance", weight, make))
     return rows
@@ -190,7 +202,7 @@ def digits_guidance_rows(args) -> list[dict]:
     digits-features space."""
     from difflab.data.real import DIGIT_WORDS
     from difflab.eval.digits import class_accuracy, fit_digits_classifier
-    from difflab.guidance import classifier_guide
+    from difflab.guidance import chain_guides, classifier_guide
     from difflab.zoo import load_pipeline
 
     pipe = load_pipeline(args.digits)
@@ -198,6 +210,7 @@ def digits_guidance_rows(args) -> list[dict]:
     features = _features(args.digits_features)
     svc = fit_digits_classifier()
     n, classes = args.images_per_target, list(range(min(args.digit_classes, 10)))
+    clip_x0 = pixel_guide(args)
 
     def score(images, c):
         return {"fidelity": class_accuracy(svc, images, [c] * n)["accuracy"]}
@@ -207,15 +220,17 @@ def digits_guidance_rows(args) -> list[dict]:
 
         def make(c, seed, scale=scale):
             guide = classifier_guide(classifier, [("digit", DIGIT_WORDS[c])], scale)
+            guide = guide if scale else None
             return pipe.sample([None] * n, args.steps, 1.0, sampler=args.sampler, seed=seed,
-                               guide=guide if scale else None)  # fmt: skip
+                               guide=chain_guides(guide, clip_x0))  # fmt: skip
 
         rows.append(trade_off_row(args, "classifier guidance", scale, classes, make, score,
                                   features))  # fmt: skip
     for weight in args.cfg_weights:
 
         def make(c, seed, weight=weight):
-            return pipe.sample([c] * n, args.steps, weight, sampler=args.sampler, seed=seed)
+            return pipe.sample([c] * n, args.steps, weight, sampler=args.sampler, seed=seed,
+                               guide=clip_x0)  # fmt: skip
 
         rows.append(trade_off_row(args, "classifier-free guidance", weight, classes, make, score,
                                   features))  # fmt: skip
@@ -223,7 +238,7 @@ def digits_guidance_rows(args) -> list[dict]:
 
 
 def run_classifier(args) -> dict:
-    result = {"settings": _settings(args, "scales", "cfg_weights", "images_per_target")}
+    result = {"settings": _settings(args, "scales", "cfg_weights", "images_per_target", "x0_clip")}
     if args.uncond:
         result["shapes"] = shapes_guidance_rows(args)
         from difflab.eval.guidance import pairwise_distance
@@ -298,12 +313,12 @@ def run_cascade(args) -> dict:
             if level is not None:
                 for stage in pipeline.stages:
                     stage.aug_timestep = level
-            result = _evaluate(args, pipeline, reference)
+            result = _evaluate(args, pipeline, reference, guide=pixel_guide(args))
             rows.append({"model": name, "folder": folder, "aug_timestep": level,
                          "train_seconds": _train_seconds(runs), **result})  # fmt: skip
             print(f"{name} aug {level}: ShapesEval {result['shapes']['overall']:.3f} FID "
                   f"{result.get('fid', float('nan')):.2f}", flush=True)  # fmt: skip
-    return {"settings": _settings(args, "aug_levels", "guidance"), "rows": rows}
+    return {"settings": _settings(args, "aug_levels", "guidance", "x0_clip"), "rows": rows}
 
 
 # --------------------------------------------------------------------------- threshold
@@ -451,10 +466,19 @@ def _fmt(value, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def x0_clip_line(part: dict) -> list[str]:
+    """What the part's pixel-space sampling did to the implied x0 (runs before ``--x0-clip``
+    existed did nothing)."""
+    mode = part["settings"].get("x0_clip", "none")
+    what = {"none": "not thresholded", "static": "clipped to [-1, 1] (DDPM's sampler)",
+            "dynamic": "dynamically thresholded"}[mode]  # fmt: skip
+    return [f"Pixel-space sampling: the implied x0 {what} at every step (`--x0-clip {mode}`).", ""]
+
+
 def classifier_section(part: dict) -> list[str]:
     from difflab.eval.guidance import matched_fidelity
 
-    lines = ["## Classifier guidance against classifier-free guidance", ""]
+    lines = ["## Classifier guidance against classifier-free guidance", "", *x0_clip_line(part)]
     for name, what in (("shapes", "attributes present (both / one object carries both)"),
                        ("digits", "class accuracy (SVC)")):  # fmt: skip
         rows = part.get(name)
@@ -487,7 +511,7 @@ def classifier_section(part: dict) -> list[str]:
 
 
 def cascade_section(part: dict) -> list[str]:
-    lines = ["## Cascade against a single-stage model", "",
+    lines = ["## Cascade against a single-stage model", "", *x0_clip_line(part),
              "| model | aug level | train min | ShapesEval | FID | precision | recall | s/image |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in part["rows"]:
@@ -662,6 +686,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.add_argument("--fid-images", type=int, default=1000, help="0 skips FID")
         p.add_argument("--batch-size", type=int, default=64)
         p.add_argument("--features", default="shapes-features")
+    for name in ("classifier", "cascade"):
+        parsers[name].add_argument(
+            "--x0-clip", choices=("none", "static", "dynamic"), default="static",
+            help="thresholding of the implied x0 in pixel-space sampling (default: static, "
+            "DDPM's clipping to [-1, 1]); the threshold part compares all three",
+        )  # fmt: skip
     c = parsers["classifier"]
     c.add_argument("--uncond", help="unconditional pixel shapes model (shapes-uncond)")
     c.add_argument("--classifier", default="shapes-classifier")

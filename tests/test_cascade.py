@@ -183,3 +183,7 @@ def test_guidance_cascades_benchmark_smoke(tmp_path):
         assert section in report
     assert "Not yet measured" not in report
     assert (tmp_path / "guidance_threshold.png").is_file()
+    # pixel-space sampling in the classifier and cascade parts clips x0 unless told not to
+    assert report.count("the implied x0 clipped to [-1, 1]") == 2
+    assert module.pixel_guide(module.parse_args(["cascade"])) is not None
+    assert module.pixel_guide(module.parse_args(["cascade", "--x0-clip", "none"])) is None

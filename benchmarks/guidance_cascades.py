@@ -219,8 +219,9 @@ def digits_guidance_rows(args) -> list[dict]:
     for scale in args.scales:
 
         def make(c, seed, scale=scale):
-            guide = classifier_guide(classifier, [("digit", DIGIT_WORDS[c])], scale)
-            guide = guide if scale else None
+            guide = (
+                classifier_guide(classifier, [("digit", DIGIT_WORDS[c])], scale) if scale else None
+            )
             return pipe.sample([None] * n, args.steps, 1.0, sampler=args.sampler, seed=seed,
                                guide=chain_guides(guide, clip_x0))  # fmt: skip
 
@@ -299,6 +300,7 @@ def run_cascade(args) -> dict:
     from difflab.zoo import load_pipeline
 
     reference = _reference_features(args)
+    clip_x0 = pixel_guide(args)
     rows = []
     models = [
         ("single-stage 32 px", args.single, args.single_runs, None),
@@ -313,7 +315,7 @@ def run_cascade(args) -> dict:
             if level is not None:
                 for stage in pipeline.stages:
                     stage.aug_timestep = level
-            result = _evaluate(args, pipeline, reference, guide=pixel_guide(args))
+            result = _evaluate(args, pipeline, reference, guide=clip_x0)
             rows.append({"model": name, "folder": folder, "aug_timestep": level,
                          "train_seconds": _train_seconds(runs), **result})  # fmt: skip
             print(f"{name} aug {level}: ShapesEval {result['shapes']['overall']:.3f} FID "
@@ -688,7 +690,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.add_argument("--features", default="shapes-features")
     for name in ("classifier", "cascade"):
         parsers[name].add_argument(
-            "--x0-clip", choices=("none", "static", "dynamic"), default="static",
+            "--x0-clip", choices=THRESHOLD_MODES, default="static",
             help="thresholding of the implied x0 in pixel-space sampling (default: static, "
             "DDPM's clipping to [-1, 1]); the threshold part compares all three",
         )  # fmt: skip

@@ -104,14 +104,13 @@ def _timed(fn, *args):
     return out, time.perf_counter() - began
 
 
-def pixel_guide(args):
-    """The x0 thresholding that pixel-space sampling gets in the classifier and cascade parts
-    (``--x0-clip``, default ``static``: clip the implied x0 to [-1, 1] at every step, as DDPM's
-    reference sampler does, Ho et al. 2020). Without it the short-trained pixel models here
-    drift out of range - the threshold part's "none" rows measure how far."""
-    from difflab.guidance import threshold_guide
-
-    return None if args.x0_clip == "none" else threshold_guide(args.x0_clip)
+def pixel_threshold(args) -> dict:
+    """The x0 thresholding that pixel-space sampling gets in the classifier and cascade parts,
+    as pipeline options (``--x0-clip``, default ``static``: clip the implied x0 to [-1, 1] at
+    every step, as DDPM's reference sampler does, Ho et al. 2020). Named explicitly, so a
+    folder's own ``clip_sample`` default does not decide it. Without it the short-trained pixel
+    models here drift out of range - the threshold part's "none" rows measure how far."""
+    return {"threshold": args.x0_clip}
 
 
 # --------------------------------------------------------------------------- classifier
@@ -144,11 +143,11 @@ def shapes_guidance_rows(args) -> list[dict]:
     classifier-free guidance of ``--cfg-model``, toward each (colour, shape) target: fidelity =
     both attributes detected, ``bound`` = one object carries both."""
     from difflab.eval.guidance import attribute_hits
-    from difflab.guidance import chain_guides, classifier_guide
+    from difflab.guidance import classifier_guide
     from difflab.zoo import load_pipeline
 
     targets, n = SHAPES_TARGETS[: args.targets], args.images_per_target
-    clip_x0 = pixel_guide(args)
+    clip_x0 = pixel_threshold(args)
 
     def score(images, target):
         hits = attribute_hits(images, [("colour", target[0]), ("shape", target[1])])
@@ -167,7 +166,7 @@ def shapes_guidance_rows(args) -> list[dict]:
             pairs = [("colour", target[0]), ("shape", target[1])]
             guide = classifier_guide(classifier, pairs, scale) if scale else None
             return uncond.sample(n, args.steps, 1.0, sampler=args.sampler, seed=seed,
-                                 guide=chain_guides(guide, clip_x0))  # fmt: skip
+                                 guide=guide, **clip_x0)  # fmt: skip
 
         rows.append(row("classifier guidance", scale, make))
     if args.clip:
@@ -180,7 +179,7 @@ def shapes_guidance_rows(args) -> list[dict]:
             def make(target, seed, scale=scale):
                 guide = clip_guide(clip, [f"a {target[0]} {target[1]}"], scale)
                 return uncond.sample(n, args.steps, 1.0, sampler=args.sampler, seed=seed,
-                                     guide=chain_guides(guide, clip_x0))  # fmt: skip
+                                     guide=guide, **clip_x0)  # fmt: skip
 
             rows.append(row("CLIP guidance", scale, make))
     if args.cfg_model:
@@ -190,7 +189,7 @@ def shapes_guidance_rows(args) -> list[dict]:
             def make(target, seed, weight=weight):
                 prompt = f"a {target[0]} {target[1]}"
                 return text.decode(text.latents([prompt], n, args.steps, weight, args.sampler,
-                                                seed, guide=clip_x0))  # fmt: skip
+                                                seed, **clip_x0))  # fmt: skip
 
             rows.append(row("classifier-free guidance", weight, make))
     return rows
@@ -202,7 +201,7 @@ def digits_guidance_rows(args) -> list[dict]:
     digits-features space."""
     from difflab.data.real import DIGIT_WORDS
     from difflab.eval.digits import class_accuracy, fit_digits_classifier
-    from difflab.guidance import chain_guides, classifier_guide
+    from difflab.guidance import classifier_guide
     from difflab.zoo import load_pipeline
 
     pipe = load_pipeline(args.digits)
@@ -210,7 +209,7 @@ def digits_guidance_rows(args) -> list[dict]:
     features = _features(args.digits_features)
     svc = fit_digits_classifier()
     n, classes = args.images_per_target, list(range(min(args.digit_classes, 10)))
-    clip_x0 = pixel_guide(args)
+    clip_x0 = pixel_threshold(args)
 
     def score(images, c):
         return {"fidelity": class_accuracy(svc, images, [c] * n)["accuracy"]}
@@ -223,7 +222,7 @@ def digits_guidance_rows(args) -> list[dict]:
                 classifier_guide(classifier, [("digit", DIGIT_WORDS[c])], scale) if scale else None
             )
             return pipe.sample([None] * n, args.steps, 1.0, sampler=args.sampler, seed=seed,
-                               guide=chain_guides(guide, clip_x0))  # fmt: skip
+                               guide=guide, **clip_x0)  # fmt: skip
 
         rows.append(trade_off_row(args, "classifier guidance", scale, classes, make, score,
                                   features))  # fmt: skip
@@ -231,7 +230,7 @@ def digits_guidance_rows(args) -> list[dict]:
 
         def make(c, seed, weight=weight):
             return pipe.sample([c] * n, args.steps, weight, sampler=args.sampler, seed=seed,
-                               guide=clip_x0)  # fmt: skip
+                               **clip_x0)  # fmt: skip
 
         rows.append(trade_off_row(args, "classifier-free guidance", weight, classes, make, score,
                                   features))  # fmt: skip
@@ -300,7 +299,7 @@ def run_cascade(args) -> dict:
     from difflab.zoo import load_pipeline
 
     reference = _reference_features(args)
-    clip_x0 = pixel_guide(args)
+    clip_x0 = pixel_threshold(args)
     rows = []
     models = [
         ("single-stage 32 px", args.single, args.single_runs, None),
@@ -315,7 +314,7 @@ def run_cascade(args) -> dict:
             if level is not None:
                 for stage in pipeline.stages:
                     stage.aug_timestep = level
-            result = _evaluate(args, pipeline, reference, guide=clip_x0)
+            result = _evaluate(args, pipeline, reference, **clip_x0)
             rows.append({"model": name, "folder": folder, "aug_timestep": level,
                          "train_seconds": _train_seconds(runs), **result})  # fmt: skip
             print(f"{name} aug {level}: ShapesEval {result['shapes']['overall']:.3f} FID "
@@ -330,7 +329,6 @@ def run_threshold(args) -> dict:
     from difflab.eval.guidance import saturation
     from difflab.eval.shapes import score_images
     from difflab.eval.text_to_image import suite_images
-    from difflab.guidance import threshold_guide
     from difflab.zoo import load_pipeline
 
     pipeline = load_pipeline(args.model)
@@ -339,9 +337,11 @@ def run_threshold(args) -> dict:
     rows = []
     for weight in args.weights:
         for mode in THRESHOLD_MODES:
-            guide = None if mode == "none" else threshold_guide(mode, args.percentile)
+            thresholding = WithOptions(
+                pipeline, threshold=mode, threshold_percentile=args.percentile
+            )
             images, indices, seconds = suite_images(
-                WithOptions(pipeline, guide=guide), suite, args.images_per_prompt,
+                thresholding, suite, args.images_per_prompt,
                 steps=args.steps, sampler=args.sampler, guidance=weight, seed=args.seed,
                 batch_size=args.batch_size,
             )  # fmt: skip

@@ -100,7 +100,8 @@ def generate(
     threshold: str = typer.Option(
         None,
         "--threshold",
-        help="Threshold the implied x0 at every step (pixel models): static or dynamic (Imagen).",
+        help="Threshold the implied x0 at every step (pixel models): static, dynamic (Imagen) "
+        "or none; default: the model's (static for pixel folders that set clip_sample).",
     ),
     threshold_percentile: float = typer.Option(
         0.995, help="Dynamic thresholding's percentile of |x0|."
@@ -133,13 +134,13 @@ def generate(
             raise typer.BadParameter("--num-images must be at least 1.")
         if sampler is not None:
             get_sampler(sampler)  # a clear error before any loading
-        if threshold is not None and threshold not in THRESHOLDS:
-            raise typer.BadParameter(f"--threshold must be one of {', '.join(THRESHOLDS)}.")
+        if threshold is not None and threshold not in (*THRESHOLDS, "none"):
+            raise typer.BadParameter(f"--threshold must be one of {', '.join(THRESHOLDS)} or none.")
         steering = dict(
             classifier_guidance=classifier_guidance or "", clip_guidance=clip_guidance,
             guidance_model=guidance_model or "",
             scale=scale if classifier_guidance or clip_guidance else 0.0,
-            threshold=threshold or "", threshold_percentile=threshold_percentile,
+            threshold=threshold, threshold_percentile=threshold_percentile,
         )  # fmt: skip
         settings = [
             GenerationSettings(p, model, sampler, steps, guidance, seed + i, **steering)

@@ -6,7 +6,8 @@ sampled alone from its own seed, so it does not depend on the batch it was gener
 
 Pixel-space models can also be steered by classifier guidance toward a noise-aware classifier's
 labels or by CLIP guidance toward the prompt, and have their x0 thresholded at every step (see
-:mod:`difflab.guidance`); a class-conditional pixel model takes a class name as its prompt (the
+:mod:`difflab.guidance`; a folder whose scheduler sets ``clip_sample`` clips it by default, and
+the PNG records the thresholding that ran); a class-conditional pixel model takes a class name as its prompt (the
 empty prompt is its null class, i.e. the unconditional model), an unconditional one none.
 """
 
@@ -41,20 +42,27 @@ class GenerationSettings:
     clip_guidance: bool = False  # CLIP guidance toward the prompt
     guidance_model: str = ""  # the classifier or CLIP (name or folder); "" = the default one
     scale: float = 0.0  # the classifier / CLIP guidance scale s
-    threshold: str = ""  # "", "static" or "dynamic": thresholding of the implied x0
+    # thresholding of the implied x0: "" (none), "static" or "dynamic"; None = the model's
+    # default (static for a pixel folder with clip_sample, else none)
+    threshold: str | None = None
     threshold_percentile: float = 0.995  # dynamic thresholding's percentile
 
 
 def complete_settings(pipeline, settings: list[GenerationSettings]) -> list[GenerationSettings]:
-    """Fill in the sampler and guidance a setting leaves open (None) with the pipeline's
-    defaults - a distilled model's folder names its own sampler (``lcm`` for a latent
-    consistency model) - so that every PNG records what actually ran."""
+    """Fill in the sampler, guidance and thresholding a setting leaves open (None) with the
+    pipeline's defaults - a distilled model's folder names its own sampler (``lcm`` for a latent
+    consistency model), a pixel folder with ``clip_sample`` static thresholding - so that every
+    PNG records what actually ran."""
     from dataclasses import replace
 
+    from difflab.guidance import resolved_threshold
+
+    clip_sample = bool(getattr(pipeline, "clip_sample", False))
     completed = []
     for s in settings:
         sampler, guidance, _ = pipeline.sampling_settings(s.sampler, s.guidance)
-        completed.append(replace(s, sampler=sampler, guidance=guidance))
+        threshold = resolved_threshold(s.threshold, clip_sample)
+        completed.append(replace(s, sampler=sampler, guidance=guidance, threshold=threshold))
     return completed
 
 
@@ -108,18 +116,18 @@ def default_classifier(pipeline) -> str:
 
 def settings_guide(pipeline, s: GenerationSettings):
     """The :data:`~difflab.guidance.Guide` a setting asks for (None for none): classifier or
-    CLIP guidance with scale ``s.scale``, then thresholding. All act on pixels, so a latent
-    model is refused."""
+    CLIP guidance with scale ``s.scale`` (the pipeline thresholds after it, see
+    :func:`sample_settings`). Both act on pixels, as thresholding does, so a latent model is
+    refused."""
     from difflab.guidance import (
         chain_guides,
         classifier_guide,
         clip_guide,
         parse_targets,
-        threshold_guide,
     )
 
     wanted = [w for w, on in (("classifier guidance", s.classifier_guidance),
-                              ("CLIP guidance", s.clip_guidance), ("thresholding", s.threshold))
+                              ("CLIP guidance", s.clip_guidance), ("thresholding", s.threshold not in (None, "", "none")))
               if on]  # fmt: skip
     if not wanted:
         return None
@@ -139,18 +147,19 @@ def settings_guide(pipeline, s: GenerationSettings):
         if not s.prompt:
             raise ValueError("CLIP guidance steers toward the prompt: give one")
         guides.append(clip_guide(_clip(s.guidance_model or "shapes-clip"), [s.prompt], s.scale))
-    if s.threshold:
-        guides.append(threshold_guide(s.threshold, s.threshold_percentile))
     return chain_guides(*guides)
 
 
 def sample_settings(pipeline, s: GenerationSettings):
     """One image ``[1, C, H, W]`` in [-1, 1] for one settings entry."""
     guide = settings_guide(pipeline, s)
+    thresholding = {}  # pipelines that threshold x0 declare a clip_sample default (unCLIP: none)
+    if hasattr(pipeline, "clip_sample"):
+        thresholding = {"threshold": s.threshold, "threshold_percentile": s.threshold_percentile}
     if hasattr(pipeline, "latents"):  # text-to-image, cascade, unCLIP
         latents = pipeline.latents(
             [s.prompt], 1, steps=s.steps, guidance=s.guidance, sampler=s.sampler, seed=s.seed,
-            guide=guide,
+            guide=guide, **thresholding,
         )  # fmt: skip
         return pipeline.decode(latents)
     if not hasattr(pipeline, "class_names"):
@@ -167,7 +176,9 @@ def sample_settings(pipeline, s: GenerationSettings):
         )
     else:
         labels = 1
-    return pipeline.sample(labels, s.steps, s.guidance, sampler=s.sampler, seed=s.seed, guide=guide)
+    return pipeline.sample(
+        labels, s.steps, s.guidance, sampler=s.sampler, seed=s.seed, guide=guide, **thresholding
+    )
 
 
 def generate_images(

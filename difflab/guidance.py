@@ -361,3 +361,28 @@ def chain_guides(*guides: Guide | None) -> Guide | None:
         return model
 
     return guide
+
+
+def sampling_threshold(
+    threshold: str | None, clip_sample: bool, percentile: float = 0.995
+) -> Guide | None:
+    """The thresholding :data:`Guide` a pixel-space pipeline applies (None for none), from a
+    call's ``threshold`` and its folder's ``clip_sample``: ``None`` means the folder's default
+    (static clipping when ``clip_sample``, as DDPM's sampler clips x0 to [-1, 1] - diffusers'
+    ``clip_sample`` scheduler flag), ``"none"`` or ``""`` turns it off, ``"static"`` /
+    ``"dynamic"`` choose it (:func:`threshold_guide`)."""
+    kind = resolved_threshold(threshold, clip_sample)
+    return threshold_guide(kind, percentile) if kind else None
+
+
+def resolved_threshold(threshold: str | None, clip_sample: bool) -> str:
+    """``"static"``, ``"dynamic"`` or ``""`` (none): what :func:`sampling_threshold` runs."""
+    if threshold is None:
+        return "static" if clip_sample else ""
+    if threshold in ("", "none"):
+        return ""
+    if threshold not in THRESHOLDS:
+        raise ValueError(
+            f"unknown thresholding {threshold!r}; use one of {', '.join(THRESHOLDS)} or none."
+        )
+    return threshold

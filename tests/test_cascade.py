@@ -161,6 +161,7 @@ log_every = 1
     assert figures["steps"] == 2 and figures["bilinear_psnr_db"] > 10
     stage = load_pipeline(tmp_path / "run" / "pipeline")
     assert isinstance(stage, SuperResolutionPipeline) and stage.aug_timestep == 50
+    assert stage.clip_sample  # the recipe's default: clip x0 while sampling
     cascade = load_pipeline(tmp_path / "run" / "cascade")
     assert isinstance(cascade, CascadePipeline) and cascade.size == 16
     assert list((tmp_path / "run" / "samples").glob("*.png"))
@@ -185,5 +186,6 @@ def test_guidance_cascades_benchmark_smoke(tmp_path):
     assert (tmp_path / "guidance_threshold.png").is_file()
     # pixel-space sampling in the classifier and cascade parts clips x0 unless told not to
     assert report.count("the implied x0 clipped to [-1, 1]") == 2
-    assert module.pixel_guide(module.parse_args(["cascade"])) is not None
-    assert module.pixel_guide(module.parse_args(["cascade", "--x0-clip", "none"])) is None
+    assert module.pixel_threshold(module.parse_args(["cascade"])) == {"threshold": "static"}
+    none = module.pixel_threshold(module.parse_args(["cascade", "--x0-clip", "none"]))
+    assert none == {"threshold": "none"}  # named, so a folder's clip_sample cannot turn it on

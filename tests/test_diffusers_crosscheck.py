@@ -10,21 +10,22 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from difflab import samplers
+from difflab.guidance import dynamic_threshold, static_threshold, thresholded
 from difflab.schedules import make_schedule, prediction_from_x0_and_eps, timesteps
 
 SHAPE = (3, 4, 5, 5)
 
 
-def stand_in_model(schedule):
-    """A fixed nonlinear denoiser with a bounded x0 estimate (like a trained image model), in the
-    schedule's prediction type; its output depends on both x_t and t."""
+def stand_in_model(schedule, x0_range: float = 0.9):
+    """A fixed nonlinear denoiser with a bounded x0 estimate (like a trained image model, within
+    +-``x0_range``), in the schedule's prediction type; its output depends on both x_t and t."""
     g = torch.Generator().manual_seed(123)
     weight = torch.randn(4, 4, generator=g, dtype=torch.float64) * 0.7
 
     def model(x, t):
         alpha_bar = schedule.alpha_bar(t, like=x)
         mixed = torch.einsum("oc,bchw->bohw", weight, x) * alpha_bar.sqrt()
-        x0 = 0.9 * torch.tanh(mixed + 0.3 * torch.cos(t.float() / 150.0).reshape(-1, 1, 1, 1))
+        x0 = x0_range * torch.tanh(mixed + 0.3 * torch.cos(t.float() / 150.0).reshape(-1, 1, 1, 1))
         eps = (x - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
         return prediction_from_x0_and_eps(x0, eps, alpha_bar, schedule.prediction_type)
 
@@ -182,3 +183,55 @@ def test_alphas_cumprod_match_diffusers(name, diffusers_name):
     ours = make_schedule(name, 1000).alphas_cumprod
     theirs = DDPMScheduler(beta_schedule=diffusers_name).alphas_cumprod.double()
     assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
+# x0 thresholding: our samplers driving a thresholded model (difflab.guidance.thresholded, what a
+# pixel folder with clip_sample runs) against diffusers' schedulers thresholding x0 themselves.
+# The stand-in's x0 reaches +-3, so clipping acts at every step.
+THRESHOLDINGS = {
+    "static": (static_threshold, {"clip_sample": True}),
+    "dynamic": (
+        lambda x0: dynamic_threshold(x0, 0.9),
+        {"thresholding": True, "dynamic_thresholding_ratio": 0.9, "sample_max_value": 1e6},
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(THRESHOLDINGS))
+def test_thresholded_ddpm_matches_diffusers_clip_sample(kind):
+    threshold, flags = THRESHOLDINGS[kind]
+    schedule = make_schedule("linear", 1000)
+    model = stand_in_model(schedule, x0_range=3.0)
+    clipped = thresholded(model, schedule, threshold)
+    assert_same_steps(
+        lambda cb: samplers.ddpm(
+            clipped, schedule, start(), 25, torch.Generator().manual_seed(9), callback=cb
+        ),
+        DDPMScheduler(**flags),
+        schedule,
+        model,
+        start(),
+        torch.Generator().manual_seed(9),
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(THRESHOLDINGS))
+def test_thresholded_ddim_matches_diffusers_clip_sample(kind):
+    """diffusers' DDIM re-derives eps from the clipped x0 only with use_clipped_model_output."""
+    threshold, flags = THRESHOLDINGS[kind]
+    schedule = make_schedule("linear", 1000)
+    model = stand_in_model(schedule, x0_range=3.0)
+    clipped = thresholded(model, schedule, threshold)
+    assert_same_steps(
+        lambda cb: samplers.ddim(clipped, schedule, start(), 20, callback=cb),
+        DDIMScheduler(**flags),
+        schedule,
+        model,
+        start(),
+        use_clipped_model_output=True,
+    )
+    unclipped = []
+    samplers.ddim(model, schedule, start(), 20, callback=lambda step: unclipped.append(step.x))
+    states = []
+    samplers.ddim(clipped, schedule, start(), 20, callback=lambda step: states.append(step.x))
+    assert not torch.allclose(states[-1], unclipped[-1], atol=1e-2)  # the thresholding acted

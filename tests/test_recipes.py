@@ -97,6 +97,7 @@ sample_steps = 2
     assert figures["steps"] == 2
     pipeline = TextToImagePipeline.from_pretrained(tmp_path / "run" / "pipeline")
     assert (pipeline.vae is None) == pixel
+    assert pipeline.clip_sample == pixel  # pixel folders clip x0 by default, latent ones never
     assert pipeline.latent_shape == ((3, 16, 16) if pixel else (4, 4, 4))
     (image,) = pipeline("a red circle", steps=2, seed=0)
     assert image.size == (16, 16)
@@ -184,6 +185,8 @@ sample_steps = 2
         assert len(pipeline(3, steps=2)) == 3
         plain = DDPMPipeline.from_pretrained(tmp_path / "run" / "pipeline")
         assert plain.unet.config.sample_size == 8
+        assert plain.scheduler.config.clip_sample  # so plain diffusers clips x0 as difflab does
+    assert pipeline.clip_sample  # the recipe's default
 
 
 def test_ship_stores_fp16_and_loads_back_in_fp32(tiny_pipeline, tmp_path):

@@ -35,7 +35,7 @@ from PIL import Image
 
 from difflab import samplers
 from difflab.diffusion import q_sample
-from difflab.guidance import Guide, conditioned
+from difflab.guidance import Guide, chain_guides, conditioned, sampling_threshold
 from difflab.models.networks import call_denoiser
 from difflab.models.text_encoder import PromptEncoder, load_text_encoder
 from difflab.pipelines.text_to_image import (
@@ -107,7 +107,8 @@ class SuperResolutionPipeline:
     ``unet`` is a UNet2DConditionModel whose input is the noisy image and the upsampled
     conditioning (``in_channels = 2 C``, ``out_channels = C``) and whose ``class_labels`` are
     the augmentation level; ``aug_timestep`` is the level used when sampling (a timestep of
-    ``schedule``, 0 = none)."""
+    ``schedule``, 0 = none); ``clip_sample``: clip the implied x0 to [-1, 1] at every step
+    unless a call chooses another ``threshold`` (the folder's diffusers scheduler flag)."""
 
     unet: torch.nn.Module
     prompt_encoder: PromptEncoder
@@ -115,6 +116,7 @@ class SuperResolutionPipeline:
     low_res_size: int
     aug_timestep: int = 100
     name: str = ""
+    clip_sample: bool = False
 
     def __post_init__(self) -> None:
         c = self.unet.config
@@ -160,13 +162,16 @@ class SuperResolutionPipeline:
         aug_timestep: int | None = None,
         guide: Guide | None = None,
         progress: bool = False,
+        threshold: str | None = None,
+        threshold_percentile: float = 0.995,
         **sampler_options,
     ) -> torch.Tensor:
         """Images ``[N, C, size, size]`` for low-resolution images ``low_res`` [N, C, s, s] in
         [-1, 1] and their prompts (one each, or one for all). The conditioning is augmented to
         ``aug_timestep`` (default :attr:`aug_timestep`); ``guidance`` is the classifier-free
         weight on the prompt (the conditioning image is in both branches); image i starts from
-        the noise of seed ``seed + i``."""
+        the noise of seed ``seed + i``. ``threshold``: None = the folder's default
+        (:attr:`clip_sample`), ``"none"``, ``"static"`` or ``"dynamic"``."""
         n, c = low_res.shape[:2]
         if low_res.shape[1:] != (self.channels, self.low_res_size, self.low_res_size):
             raise ValueError(
@@ -189,6 +194,9 @@ class SuperResolutionPipeline:
         empty = self.prompt_encoder([""], warn=False).expand_as(context)
         cond = {"context": context, "condition": condition, "levels": levels}
         guided = conditioned(self.denoiser(), cond, {**cond, "context": empty}, guidance)
+        guide = chain_guides(
+            guide, sampling_threshold(threshold, self.clip_sample, threshold_percentile)
+        )
         if guide is not None:
             guided = guide(guided, self.schedule)
         x_T = noise_per_image((c, self.size, self.size), n, seed).to(device)
@@ -205,9 +213,9 @@ class SuperResolutionPipeline:
 
         folder = Path(folder)
         self.unet.save_pretrained(folder / "unet", safe_serialization=True)
-        DDIMScheduler(**self.schedule.to_diffusers_config(), clip_sample=False).save_pretrained(
-            folder / "scheduler"
-        )
+        DDIMScheduler(
+            **self.schedule.to_diffusers_config(), clip_sample=self.clip_sample
+        ).save_pretrained(folder / "scheduler")
         self.prompt_encoder.tokenizer.save_pretrained(folder / "tokenizer")
         if include_text_encoder:
             self.prompt_encoder.text_encoder.save_pretrained(
@@ -247,6 +255,7 @@ class SuperResolutionPipeline:
             low_res_size=int(index["low_res_size"]),
             aug_timestep=int(index.get("aug_timestep", 0)),
             name=folder.name,
+            clip_sample=bool(config.get("clip_sample", False)),
         )
 
 
@@ -270,7 +279,8 @@ class CascadePipeline:
     """A pixel-space base model followed by SR stages: ``pipeline(prompts)`` -> PIL images at
     the last stage's size. Steps, sampler, guidance and ``guide`` (e.g. dynamic thresholding,
     which Imagen applies at every stage) apply to every stage; ``aug_timesteps`` overrides the
-    stages' augmentation levels (one per stage)."""
+    stages' augmentation levels (one per stage). ``threshold`` (None: each stage's folder
+    default, see :attr:`clip_sample`) applies to every stage."""
 
     base: TextToImagePipeline
     stages: list[SuperResolutionPipeline] = field(default_factory=list)
@@ -306,6 +316,11 @@ class CascadePipeline:
     def size(self) -> int:
         return self.stages[-1].size if self.stages else self.base.latent_shape[-1]
 
+    @property
+    def clip_sample(self) -> bool:
+        """Whether every stage clips its implied x0 by default."""
+        return all(stage.clip_sample for stage in [self.base, *self.stages])
+
     def sampling_settings(self, sampler=None, guidance=None, **sampler_options):
         """The base model's (see :meth:`TextToImagePipeline.sampling_settings`)."""
         return self.base.sampling_settings(sampler, guidance, **sampler_options)
@@ -322,6 +337,8 @@ class CascadePipeline:
         guide: Guide | None = None,
         aug_timesteps: Sequence[int] | None = None,
         progress: bool = False,
+        threshold: str | None = None,
+        threshold_percentile: float = 0.995,
         **sampler_options,
     ) -> torch.Tensor:
         """The final images ``[N, C, size, size]`` in [-1, 1] (N = prompts x images per prompt,
@@ -337,14 +354,16 @@ class CascadePipeline:
         images = self.base.decode(
             self.base.latents(
                 prompts, num_images_per_prompt, steps, guidance, sampler, seed,
-                progress=progress, guide=guide, **sampler_options,
+                progress=progress, guide=guide, threshold=threshold,
+                threshold_percentile=threshold_percentile, **sampler_options,
             )
         )  # fmt: skip
         expanded = [p for p in prompts for _ in range(num_images_per_prompt)]
         for k, (stage, level) in enumerate(zip(self.stages, levels, strict=True)):
             images = stage.upsample(
                 expanded, images, steps, guidance, sampler, seed + (k + 1) * STAGE_SEED_OFFSET,
-                aug_timestep=level, guide=guide, progress=progress, **sampler_options,
+                aug_timestep=level, guide=guide, progress=progress, threshold=threshold,
+                threshold_percentile=threshold_percentile, **sampler_options,
             ).clamp(-1, 1)  # fmt: skip
         return images
 

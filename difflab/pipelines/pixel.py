@@ -4,6 +4,10 @@ Class-conditional models reserve class id ``num_classes`` as the "null" class th
 guidance needs (Ho & Salimans 2022: the label is dropped to it during training). Folders follow the
 diffusers layout: ``unet/`` (UNet2DModel) and ``scheduler/``; an unconditional folder declares
 itself a ``DDPMPipeline``, which plain diffusers loads and runs as it is.
+
+A folder whose scheduler sets diffusers' ``clip_sample`` flag has its implied x0 clipped to
+[-1, 1] at every step by default, as DDPM's sampler does (Ho et al. 2020's code; plain diffusers
+does the same with that folder): briefly trained pixel models drift out of range without it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 from PIL import Image
 
 from difflab import samplers
-from difflab.guidance import Guide, classifier_free_guidance
+from difflab.guidance import Guide, chain_guides, classifier_free_guidance, sampling_threshold
 from difflab.pipelines.text_to_image import images_to_pil, schedule_from_diffusers_config
 from difflab.schedules import NoiseSchedule
 
@@ -26,12 +30,14 @@ CLASS_CONDITIONAL = "DifflabClassConditionalPipeline"
 
 @dataclass
 class PixelPipeline:
-    """``pipeline(labels or count, steps=..., guidance=...)`` -> PIL images."""
+    """``pipeline(labels or count, steps=..., guidance=...)`` -> PIL images. ``clip_sample``:
+    clip the implied x0 to [-1, 1] at every step unless a call chooses another ``threshold``."""
 
     unet: torch.nn.Module
     schedule: NoiseSchedule
     class_names: list[str] = field(default_factory=list)  # empty: unconditional
     name: str = ""
+    clip_sample: bool = False
 
     @property
     def null_class(self) -> int:
@@ -57,13 +63,16 @@ class PixelPipeline:
         sampler: str = "ddim",
         seed: int = 0,
         guide: Guide | None = None,
+        threshold: str | None = None,
+        threshold_percentile: float = 0.995,
         **sampler_options,
     ) -> torch.Tensor:
         """Images [N, C, H, W] in [-1, 1]: one per label (conditional; ``None`` is the null
         class, i.e. the unconditional model) or ``labels`` of them (an int, unconditional).
         Image i starts from the noise of seed ``seed + i``. ``guide`` wraps the (classifier-free
-        guided) denoiser, e.g. :func:`difflab.guidance.classifier_guide` or
-        :func:`~difflab.guidance.threshold_guide`."""
+        guided) denoiser, e.g. :func:`difflab.guidance.classifier_guide`; then the implied x0 is
+        thresholded: ``threshold`` None = the folder's default (:attr:`clip_sample`), ``"none"``,
+        ``"static"`` or ``"dynamic"`` (:func:`~difflab.guidance.sampling_threshold`)."""
         c = self.unet.config
         if isinstance(labels, int):
             if self.class_names:
@@ -100,6 +109,9 @@ class PixelPipeline:
             def denoiser(x, t):
                 return model(x, t, class_ids.to(device))
 
+        guide = chain_guides(
+            guide, sampling_threshold(threshold, self.clip_sample, threshold_percentile)
+        )
         if guide is not None:
             denoiser = guide(denoiser, self.schedule)
         generator = torch.Generator().manual_seed(seed + 10_000_019)
@@ -132,7 +144,7 @@ class PixelPipeline:
             num_train_timesteps=self.schedule.num_train_timesteps,
             trained_betas=self.schedule.betas.float().tolist(),
             prediction_type=self.schedule.prediction_type,
-            clip_sample=False,
+            clip_sample=self.clip_sample,
         ).save_pretrained(folder / "scheduler")
         index = {
             "_class_name": CLASS_CONDITIONAL if self.class_names else "DDPMPipeline",
@@ -157,4 +169,5 @@ class PixelPipeline:
             schedule=schedule_from_diffusers_config(config),
             class_names=list(index.get("class_names", [])),
             name=folder.name,
+            clip_sample=bool(config.get("clip_sample", False)),
         )

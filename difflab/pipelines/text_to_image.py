@@ -19,7 +19,13 @@ import torch
 from PIL import Image
 
 from difflab import samplers
-from difflab.guidance import Guide, classifier_free_guidance
+from difflab.guidance import (
+    Guide,
+    chain_guides,
+    classifier_free_guidance,
+    resolved_threshold,
+    sampling_threshold,
+)
 from difflab.models.networks import call_denoiser, guidance_condition, guidance_input_dim
 from difflab.models.text_encoder import PromptEncoder, load_text_encoder
 from difflab.schedules import NoiseSchedule
@@ -120,6 +126,9 @@ class TextToImagePipeline:
     uses dpmpp_2m at guidance 5. A denoiser that takes the guidance weight as an input
     (``time_cond_proj_dim``, see :func:`~difflab.models.networks.guidance_embedding`) gets
     ``guidance`` that way instead of through classifier-free guidance.
+
+    ``clip_sample`` (pixel space only; the scheduler's diffusers flag in the folder): clip the
+    implied x0 to [-1, 1] at every step unless a call chooses another ``threshold``.
     """
 
     unet: torch.nn.Module
@@ -128,6 +137,14 @@ class TextToImagePipeline:
     schedule: NoiseSchedule
     name: str = ""
     defaults: dict = field(default_factory=dict)
+    clip_sample: bool = False
+
+    def __post_init__(self) -> None:
+        if self.clip_sample and self.vae is not None:
+            raise ValueError(
+                "clip_sample clips the implied x0 to the image range [-1, 1]; a latent model's "
+                "x0 is a latent, so leave clip_sample False when there is a VAE."
+            )
 
     def to(self, device: str | torch.device) -> TextToImagePipeline:
         """Move the denoiser, the VAE and the text encoder to ``device`` (e.g. ``"cuda"``);
@@ -179,6 +196,8 @@ class TextToImagePipeline:
             schedule=schedule_from_diffusers_config(config),
             name=folder.name,
             defaults=index.get(SAMPLING_KEY) or sampling_defaults_from_scheduler(config),
+            clip_sample=index.get("vae", [None])[0] is None
+            and bool(config.get("clip_sample", False)),
         )
 
     @classmethod
@@ -236,7 +255,7 @@ class TextToImagePipeline:
             "num_train_timesteps": self.schedule.num_train_timesteps,
             "trained_betas": self.schedule.betas.float().tolist(),
             "prediction_type": self.schedule.prediction_type,
-            "clip_sample": False,
+            "clip_sample": self.clip_sample,
             "set_alpha_to_one": True,
             "steps_offset": 1,  # StableDiffusionPipeline forces 1 (see latents' docstring)
         }
@@ -377,13 +396,25 @@ class TextToImagePipeline:
         callback=None,
         progress: bool = False,
         guide: Guide | None = None,
+        threshold: str | None = None,
+        threshold_percentile: float = 0.995,
         **sampler_options,
     ) -> torch.Tensor:
         """Sample latents [N, C, h, w] (N = len(prompts) * num_images_per_prompt, grouped by
         prompt). ``guidance`` is the classifier-free guidance weight (1 = off); ``sampler``,
         ``guidance`` and the sampler's options default to :meth:`sampling_settings`. ``guide``
         wraps the guided denoiser (:data:`difflab.guidance.Guide`; classifier / CLIP guidance
-        and thresholding act on pixels, so give one to a pixel-space model)."""
+        and thresholding act on pixels, so give one to a pixel-space model); then a pixel
+        model's implied x0 is thresholded: ``threshold`` None = the folder's default
+        (:attr:`clip_sample`), ``"none"``, ``"static"`` or ``"dynamic"``."""
+        if self.vae is not None and resolved_threshold(threshold, False):
+            raise ValueError(
+                f"thresholding acts on pixels and {self.name or 'this model'} is a latent model; "
+                "threshold a pixel-space model (e.g. shapes-uncond, digits or a cascade)"
+            )
+        guide = chain_guides(
+            guide, sampling_threshold(threshold, self.clip_sample, threshold_percentile)
+        )
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("give at least one prompt.")

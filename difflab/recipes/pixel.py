@@ -41,6 +41,9 @@ class PixelRecipe:
     label_dropout: float = 0.1
     sample_steps: int = 50
     sample_guidance: float = 2.0
+    # the folder's default: clip the implied x0 to [-1, 1] at every sampling step (DDPM's
+    # sampler; diffusers' clip_sample), without which briefly trained pixel models saturate
+    clip_sample: bool = True
 
 
 def with_label_dropout(objective, null_class: int, probability: float):
@@ -89,7 +92,9 @@ def run(
         objective = _images_only(objective)
 
     def pipeline_of(model) -> PixelPipeline:
-        return PixelPipeline(model, schedule, class_names, name=out.name)
+        return PixelPipeline(
+            model, schedule, class_names, name=out.name, clip_sample=options.clip_sample
+        )
 
     def sample_fn(model, step, out_dir):
         pipeline = pipeline_of(model)

@@ -153,7 +153,7 @@ def run(
     def pipeline_of(model) -> SuperResolutionPipeline:
         return SuperResolutionPipeline(
             model, prompt_encoder, schedule, options.low_res_size, options.aug_timestep,
-            name=out.name,
+            name=out.name, clip_sample=options.clip_sample,
         )  # fmt: skip
 
     truth, captions = _validation(options, SAMPLE_IMAGES)

@@ -75,6 +75,9 @@ class TextToImageRecipe:
     caption_dropout: float = 0.1
     sample_steps: int = 20
     sample_guidance: float = 5.0
+    # pixel space (vae = "") only: the folder's default of clipping the implied x0 to [-1, 1] at
+    # every sampling step (DDPM's sampler; diffusers' clip_sample); latents are never clipped
+    clip_sample: bool = True
     # a shipped model name or pipeline folder whose denoiser weights training starts from
     # (fine-tuning, or more compute for a shipped model); "" = random initialisation
     init_from: str = ""
@@ -455,7 +458,10 @@ def run(
     )
 
     def pipeline_of(model) -> TextToImagePipeline:
-        return TextToImagePipeline(model, vae, prompt_encoder, schedule, name="shapes-t2i")
+        return TextToImagePipeline(
+            model, vae, prompt_encoder, schedule, name="shapes-t2i",
+            clip_sample=options.clip_sample and vae is None,
+        )  # fmt: skip
 
     sample_fn = grid_sample_fn(
         pipeline_of, steps=options.sample_steps, guidance=options.sample_guidance

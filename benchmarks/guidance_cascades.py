@@ -79,6 +79,20 @@ class WithOptions:
         return self.pipeline.latents(*args, **{**kwargs, **self.options})
 
 
+class BilinearlyUpsampled(WithOptions):
+    """A pipeline whose images are upsampled (bilinear) to ``size``: a cascade's base model
+    alone, scored at the cascade's resolution - what the SR stage adds is the difference."""
+
+    def __init__(self, pipeline, size: int, **options) -> None:
+        super().__init__(pipeline, **options)
+        self.size = size
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        from difflab.pipelines.cascade import upsample
+
+        return upsample(self.pipeline.decode(latents), self.size).clamp(-1, 1)
+
+
 def machine() -> str:
     return (
         f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, "
@@ -310,6 +324,12 @@ def run_cascade(args) -> dict:
         if not folder:
             continue
         pipeline = load_pipeline(folder)
+        if folder == args.cascade:  # the base alone first: where the cascade's figures start
+            base = BilinearlyUpsampled(pipeline.base, pipeline.size)
+            result = _evaluate(args, base, reference, **clip_x0)
+            rows.append({"model": f"cascade base {pipeline.base.latent_shape[-1]} px, bilinear "
+                                  f"to {pipeline.size}", "folder": folder, "aug_timestep": None,
+                         "train_seconds": _train_seconds((runs or [])[:1]), **result})  # fmt: skip
         for level in levels or [None]:
             if level is not None:
                 for stage in pipeline.stages:

@@ -381,8 +381,9 @@ def run_threshold(args) -> dict:
 
 @torch.no_grad()
 def variation_figures(args, pipeline) -> dict:
-    """CLIP-I and feature cosine between each source render and its variations, and the
-    diversity among a source's variations (against that among the sources themselves)."""
+    """CLIP-I and feature cosine between each source render and its variations (and, as the
+    floor they are read against, between each source and another source), and the diversity
+    among a source's variations (against that among the sources themselves)."""
     from difflab.eval.clip_score import clip_i_score
     from difflab.eval.guidance import pairwise_distance
 
@@ -393,11 +394,19 @@ def variation_figures(args, pipeline) -> dict:
     features = _features(args.features)
     a, b = _embed(features, repeated), _embed(features, made)
     per_source = [pairwise_distance(b[i * v : (i + 1) * v]) for i in range(len(sources))]
+    source_features = _embed(features, sources)
+    others = sources.roll(1, 0)  # each source against another (unrelated) render
     return {
         "clip_i": clip_i_score(pipeline.clip, repeated, made),
         "feature_cosine": float(torch.nn.functional.cosine_similarity(a, b).mean()),
+        "clip_i_other_source": clip_i_score(pipeline.clip, sources, others),
+        "feature_cosine_other_source": float(
+            torch.nn.functional.cosine_similarity(
+                source_features, source_features.roll(1, 0)
+            ).mean()
+        ),  # fmt: skip
         "variation_diversity": sum(per_source) / len(per_source),
-        "source_diversity": pairwise_distance(_embed(features, sources)),
+        "source_diversity": pairwise_distance(source_features),
         "sources": len(sources),
         "variations_per_source": v,
     }
@@ -563,10 +572,14 @@ def unclip_section(part: dict) -> list[str]:
               f"{_fmt(r.get('fid'), '.2f')} | {r['seconds_per_image']:.4f} |"
               for r in part["rows"]]  # fmt: skip
     v = part["variations"]
+    floor = ""
+    if "clip_i_other_source" in v:
+        floor = (f" (another source: {v['clip_i_other_source']:.3f} / "
+                 f"{v['feature_cosine_other_source']:.3f})")  # fmt: skip
     lines += ["", f"Variations ({v['sources']} validation renders x {v['variations_per_source']}):"
               f" CLIP-I with the source {v['clip_i']:.3f} (shapes-clip, the model the decoder "
-              f"is conditioned on); shapes-features cosine {v['feature_cosine']:.3f}; diversity "
-              f"among a source's variations {v['variation_diversity']:.3f} against "
+              f"is conditioned on); shapes-features cosine {v['feature_cosine']:.3f}{floor}; "
+              f"diversity among a source's variations {v['variation_diversity']:.3f} against "
               f"{v['source_diversity']:.3f} among the sources.", ""]  # fmt: skip
     return lines
 

@@ -184,6 +184,7 @@ def test_guidance_cascades_benchmark_smoke(tmp_path):
         assert section in report
     assert "Not yet measured" not in report
     assert "| cascade base 8 px, bilinear to 16 |" in report  # the base alone, beside the cascade
+    assert "(another source: " in report  # variations' similarity beside unrelated pairs
     assert (tmp_path / "guidance_threshold.png").is_file()
     # pixel-space sampling in the classifier and cascade parts clips x0 unless told not to
     assert report.count("the implied x0 clipped to [-1, 1]") == 2

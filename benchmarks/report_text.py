@@ -10,6 +10,7 @@ figures above it were regenerated, so a reader can check the reading against the
 from __future__ import annotations
 
 import datetime
+import re
 from pathlib import Path
 
 READING_HEADING = "## Reading"
@@ -20,11 +21,11 @@ def write_report_text(path: Path, lines: list[str]) -> Path:
     """Write ``lines`` to ``path``, carrying over an existing hand-written Reading section."""
     text = "\n".join(lines).rstrip("\n") + "\n"
     old = path.read_text() if path.is_file() else ""
-    start = old.find("\n" + READING_HEADING + "\n")
-    if start >= 0 and READING_HEADING not in text:
+    found = _reading_heading(old)
+    if found is not None and _reading_heading(text) is None:
         reading = [
             line
-            for line in old[start + 1 :].rstrip("\n").splitlines()
+            for line in old[found.start() :].rstrip("\n").splitlines()
             if not line.startswith(NOTE_PREFIX)
         ]
         while reading and not reading[-1].strip():
@@ -37,3 +38,9 @@ def write_report_text(path: Path, lines: list[str]) -> Path:
         text += "\n" + "\n".join(reading) + "\n"
     path.write_text(text)
     return path
+
+
+def _reading_heading(text: str) -> re.Match | None:
+    """The Reading section's heading line: ``## Reading`` alone or followed by a note, e.g.
+    ``## Reading (2026-11-23: the first two parts)``."""
+    return re.search(rf"^{READING_HEADING}(?:\s.*)?$", text, flags=re.MULTILINE)

@@ -24,6 +24,10 @@ def test_rewriting_a_report_keeps_its_reading_and_flags_it(tmp_path):
     text = path.read_text()
     assert text.startswith("# Sweep\n\n| 0.50 |\n\n## Reading\n\n- The claim holds (0.40).\n")
     assert "| 0.45 |" not in text and text.count("written for an earlier run") == 1
+    # a heading that carries a note is a Reading heading too
+    path.write_text("# Sweep\n\n## Reading (2026-11-23: part one)\n\n- Held.\n")
+    write(path, ["# Sweep", "", "| 0.60 |"])
+    assert path.read_text().startswith("# Sweep\n\n| 0.60 |\n\n## Reading (2026-11-23: part one)\n")
     # a report that brings its own Reading replaces the old one
     write(path, ["# Sweep", "", "## Reading", "", "- new"])
     assert path.read_text() == "# Sweep\n\n## Reading\n\n- new\n"

@@ -309,6 +309,16 @@ def _reference_features(args):
     return Reference.shapes(args.fid_images, network=args.features) if args.fid_images else None
 
 
+PREDICTION_NAMES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
+
+
+def prediction_types(pipeline) -> str:
+    """What each stage of a pipeline predicts ("eps", "v" or "x0"; a cascade's stages joined
+    by " / ")."""
+    stages = [pipeline.base, *pipeline.stages] if hasattr(pipeline, "stages") else [pipeline]
+    return " / ".join(PREDICTION_NAMES[s.schedule.prediction_type] for s in stages)
+
+
 def run_cascade(args) -> dict:
     from difflab.zoo import load_pipeline
 
@@ -329,6 +339,7 @@ def run_cascade(args) -> dict:
             result = _evaluate(args, base, reference, **clip_x0)
             rows.append({"model": f"cascade base {pipeline.base.latent_shape[-1]} px, bilinear "
                                   f"to {pipeline.size}", "folder": folder, "aug_timestep": None,
+                         "prediction": prediction_types(pipeline.base),
                          "train_seconds": _train_seconds((runs or [])[:1]), **result})  # fmt: skip
         for level in levels or [None]:
             if level is not None:
@@ -336,6 +347,7 @@ def run_cascade(args) -> dict:
                     stage.aug_timestep = level
             result = _evaluate(args, pipeline, reference, **clip_x0)
             rows.append({"model": name, "folder": folder, "aug_timestep": level,
+                         "prediction": prediction_types(pipeline),
                          "train_seconds": _train_seconds(runs), **result})  # fmt: skip
             print(f"{name} aug {level}: ShapesEval {result['shapes']['overall']:.3f} FID "
                   f"{result.get('fid', float('nan')):.2f}", flush=True)  # fmt: skip
@@ -543,12 +555,13 @@ def classifier_section(part: dict) -> list[str]:
 
 def cascade_section(part: dict) -> list[str]:
     lines = ["## Cascade against a single-stage model", "", *x0_clip_line(part),
-             "| model | aug level | train min | ShapesEval | FID | precision | recall | s/image |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "| model | predicts | aug level | train min | ShapesEval | FID | precision | recall "
+             "| s/image |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in part["rows"]:
         minutes = None if r["train_seconds"] is None else r["train_seconds"] / 60
         lines.append(
-            f"| {r['model']} | {_fmt(r['aug_timestep'], 'd')} | {_fmt(minutes, '.1f')} | "
+            f"| {r['model']} | {r.get('prediction', '-')} | {_fmt(r['aug_timestep'], 'd')} | "
+            f"{_fmt(minutes, '.1f')} | "
             f"{r['shapes']['overall']:.3f} | {_fmt(r.get('fid'), '.2f')} | "
             f"{_fmt(r.get('precision'))} | {_fmt(r.get('recall'))} | "
             f"{r['seconds_per_image']:.4f} |"
@@ -593,7 +606,8 @@ def write_report(report_dir: Path) -> Path:
              "`guidance_cascades/` (each part records its command, machine and date). Methods "
              "and notation: [docs/guidance.md](../guidance.md).", ""]  # fmt: skip
     for name, part in parts.items():
-        lines += [f"- `{name}`: `{part['command']}` ({part['date']}, {part['machine']}, "
+        commands = ", then ".join(f"`{c}`" for c in part.get("commands", [part["command"]]))
+        lines += [f"- `{name}`: {commands} ({part['date']}, {part['machine']}, "
                   f"{part['minutes']:.1f} min)"]  # fmt: skip
     if parts:
         lines.append("")
@@ -617,13 +631,42 @@ def write_report(report_dir: Path) -> Path:
 def run_part(args, part: str) -> Path:
     runner = {"classifier": run_classifier, "cascade": run_cascade,
               "threshold": run_threshold, "unclip": run_unclip}[part]  # fmt: skip
+    report_dir = Path(args.report_dir)
+    stored = report_dir / "guidance_cascades" / f"{part}.json"
+    if getattr(args, "add", False) and stored.is_file():
+        _check_settings_match(stored, _settings(args, "aug_levels", "guidance", "x0_clip"))
     result, seconds = _timed(runner, args)
     result.update(command=shlex.join(["python", *sys.argv]), machine=machine(),
                   date=datetime.date.today().isoformat(), minutes=seconds / 60)  # fmt: skip
-    report_dir = Path(args.report_dir)
-    (report_dir / "guidance_cascades").mkdir(parents=True, exist_ok=True)
-    (report_dir / "guidance_cascades" / f"{part}.json").write_text(json.dumps(result, indent=1))
+    if getattr(args, "add", False) and stored.is_file():
+        result = with_stored_rows(result, json.loads(stored.read_text()))
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_text(json.dumps(result, indent=1))
     return write_report(report_dir)
+
+
+def _check_settings_match(stored: Path, settings: dict) -> None:
+    before = json.loads(stored.read_text())["settings"]
+    if before != settings:
+        raise SystemExit(
+            f"--add: {stored} was measured with other settings ({before}; this call: "
+            f"{settings}); rerun with the same options, or without --add to start over"
+        )
+
+
+def with_stored_rows(result: dict, stored: dict) -> dict:
+    """The cascade part's ``result`` plus the stored rows it did not measure again
+    (``--add``): models that finish training at different times are measured in several calls,
+    each kept in ``commands``."""
+
+    def key(row: dict) -> tuple:
+        return row["model"], row["folder"], row["aug_timestep"]
+
+    measured = {key(r) for r in result["rows"]}
+    kept = [r for r in stored["rows"] if key(r) not in measured]
+    commands = [*stored.get("commands", [stored["command"]]), result["command"]]
+    return {**result, "rows": kept + result["rows"], "commands": commands,
+            "minutes": stored["minutes"] + result["minutes"]}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- smoke
@@ -748,6 +791,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         k.add_argument(flag, nargs="+", help="run folders whose train_seconds add up")
     k.add_argument("--aug-levels", type=int, nargs="+", default=[0, 100, 250])
     k.add_argument("--guidance", type=float, default=5.0)
+    k.add_argument("--add", action="store_true",
+                   help="keep the stored rows of models this call does not measure")  # fmt: skip
     t = parsers["threshold"]
     t.add_argument("--model", required=True, help="a pixel-space text-to-image model or cascade")
     t.add_argument("--weights", type=float, nargs="+", default=list(THRESHOLD_WEIGHTS))

@@ -191,3 +191,31 @@ def test_guidance_cascades_benchmark_smoke(tmp_path):
     assert module.pixel_threshold(module.parse_args(["cascade"])) == {"threshold": "static"}
     none = module.pixel_threshold(module.parse_args(["cascade", "--x0-clip", "none"]))
     assert none == {"threshold": "none"}  # named, so a folder's clip_sample cannot turn it on
+
+
+def test_cascade_benchmark_adds_rows_measured_in_a_later_call(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "guidance_cascades.py"
+    spec = importlib.util.spec_from_file_location("guidance_cascades", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def row(model, folder, level, score):
+        return {"model": model, "folder": folder, "aug_timestep": level, "score": score}
+
+    stored = {"command": "first", "minutes": 2.0, "settings": {"steps": 20},
+              "rows": [row("single", "a", None, 0.1), row("cascade", "b", 0, 0.2)]}  # fmt: skip
+    later = {"command": "second", "minutes": 1.0, "settings": {"steps": 20},
+             "rows": [row("single", "c", None, 0.3), row("cascade", "b", 0, 0.25)]}  # fmt: skip
+    merged = module.with_stored_rows(later, stored)
+    assert [(r["folder"], r["score"]) for r in merged["rows"]] == [("a", 0.1), ("c", 0.3),
+                                                                     ("b", 0.25)]  # fmt: skip
+    assert merged["commands"] == ["first", "second"] and merged["minutes"] == 3.0
+    file = tmp_path / "cascade.json"
+    file.write_text(json.dumps(stored))
+    module._check_settings_match(file, {"steps": 20})
+    with pytest.raises(SystemExit, match="measured with other settings"):
+        module._check_settings_match(file, {"steps": 50})

@@ -198,40 +198,29 @@ THRESHOLDINGS = {
 
 
 @pytest.mark.parametrize("kind", sorted(THRESHOLDINGS))
-def test_thresholded_ddpm_matches_diffusers_clip_sample(kind):
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_thresholded_sampling_matches_diffusers_clip_sample(sampler, kind):
+    """diffusers' DDIM re-derives eps from the clipped x0 only with use_clipped_model_output;
+    DDPM's posterior mean takes the clipped x0 itself."""
     threshold, flags = THRESHOLDINGS[kind]
     schedule = make_schedule("linear", 1000)
     model = stand_in_model(schedule, x0_range=3.0)
     clipped = thresholded(model, schedule, threshold)
-    assert_same_steps(
-        lambda cb: samplers.ddpm(
-            clipped, schedule, start(), 25, torch.Generator().manual_seed(9), callback=cb
-        ),
-        DDPMScheduler(**flags),
-        schedule,
-        model,
-        start(),
-        torch.Generator().manual_seed(9),
-    )
+    if sampler == "ddpm":
+        noise = {"generator": torch.Generator().manual_seed(9)}
 
+        def ours(m, cb):
+            return samplers.ddpm(m, schedule, start(), 25, torch.Generator().manual_seed(9),
+                                 callback=cb)  # fmt: skip
 
-@pytest.mark.parametrize("kind", sorted(THRESHOLDINGS))
-def test_thresholded_ddim_matches_diffusers_clip_sample(kind):
-    """diffusers' DDIM re-derives eps from the clipped x0 only with use_clipped_model_output."""
-    threshold, flags = THRESHOLDINGS[kind]
-    schedule = make_schedule("linear", 1000)
-    model = stand_in_model(schedule, x0_range=3.0)
-    clipped = thresholded(model, schedule, threshold)
-    assert_same_steps(
-        lambda cb: samplers.ddim(clipped, schedule, start(), 20, callback=cb),
-        DDIMScheduler(**flags),
-        schedule,
-        model,
-        start(),
-        use_clipped_model_output=True,
-    )
-    unclipped = []
-    samplers.ddim(model, schedule, start(), 20, callback=lambda step: unclipped.append(step.x))
-    states = []
-    samplers.ddim(clipped, schedule, start(), 20, callback=lambda step: states.append(step.x))
-    assert not torch.allclose(states[-1], unclipped[-1], atol=1e-2)  # the thresholding acted
+        reference, step_kw = DDPMScheduler(**flags), {}
+    else:
+        noise = {}
+
+        def ours(m, cb):
+            return samplers.ddim(m, schedule, start(), 20, callback=cb)
+
+        reference, step_kw = DDIMScheduler(**flags), {"use_clipped_model_output": True}
+    assert_same_steps(lambda cb: ours(clipped, cb), reference, schedule, model, start(),
+                      **noise, **step_kw)  # fmt: skip
+    assert not torch.allclose(ours(clipped, None), ours(model, None), atol=1e-2)  # it acted

@@ -319,6 +319,9 @@ def prediction_types(pipeline) -> str:
     return " / ".join(PREDICTION_NAMES[s.schedule.prediction_type] for s in stages)
 
 
+CASCADE_SETTINGS = ("aug_levels", "guidance", "x0_clip")  # beyond _settings' common ones
+
+
 def run_cascade(args) -> dict:
     from difflab.zoo import load_pipeline
 
@@ -351,7 +354,7 @@ def run_cascade(args) -> dict:
                          "train_seconds": _train_seconds(runs), **result})  # fmt: skip
             print(f"{name} aug {level}: ShapesEval {result['shapes']['overall']:.3f} FID "
                   f"{result.get('fid', float('nan')):.2f}", flush=True)  # fmt: skip
-    return {"settings": _settings(args, "aug_levels", "guidance", "x0_clip"), "rows": rows}
+    return {"settings": _settings(args, *CASCADE_SETTINGS), "rows": rows}
 
 
 # --------------------------------------------------------------------------- threshold
@@ -633,12 +636,14 @@ def run_part(args, part: str) -> Path:
               "threshold": run_threshold, "unclip": run_unclip}[part]  # fmt: skip
     report_dir = Path(args.report_dir)
     stored = report_dir / "guidance_cascades" / f"{part}.json"
-    if getattr(args, "add", False) and stored.is_file():
-        _check_settings_match(stored, _settings(args, "aug_levels", "guidance", "x0_clip"))
+    adding = getattr(args, "add", False)  # only the cascade part has --add
+    if adding and stored.is_file():  # refuse before measuring, not after
+        _check_settings_match(stored, _settings(args, *CASCADE_SETTINGS))
     result, seconds = _timed(runner, args)
     result.update(command=shlex.join(["python", *sys.argv]), machine=machine(),
                   date=datetime.date.today().isoformat(), minutes=seconds / 60)  # fmt: skip
-    if getattr(args, "add", False) and stored.is_file():
+    if adding and stored.is_file():
+        # read again now: another --add call may have stored its rows while this one ran
         result = with_stored_rows(result, json.loads(stored.read_text()))
     stored.parent.mkdir(parents=True, exist_ok=True)
     stored.write_text(json.dumps(result, indent=1))

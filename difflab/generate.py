@@ -7,8 +7,9 @@ sampled alone from its own seed, so it does not depend on the batch it was gener
 Pixel-space models can also be steered by classifier guidance toward a noise-aware classifier's
 labels or by CLIP guidance toward the prompt, and have their x0 thresholded at every step (see
 :mod:`difflab.guidance`; a folder whose scheduler sets ``clip_sample`` clips it by default, and
-the PNG records the thresholding that ran); a class-conditional pixel model takes a class name as its prompt (the
-empty prompt is its null class, i.e. the unconditional model), an unconditional one none.
+the PNG records the thresholding that ran); a class-conditional pixel model takes a class name
+as its prompt (the empty prompt is its null class, i.e. the unconditional model), an
+unconditional one none.
 """
 
 from __future__ import annotations
@@ -124,10 +125,12 @@ def settings_guide(pipeline, s: GenerationSettings):
         classifier_guide,
         clip_guide,
         parse_targets,
+        resolved_threshold,
     )
 
+    asked_threshold = resolved_threshold(s.threshold, clip_sample=False)  # named in the call
     wanted = [w for w, on in (("classifier guidance", s.classifier_guidance),
-                              ("CLIP guidance", s.clip_guidance), ("thresholding", s.threshold not in (None, "", "none")))
+                              ("CLIP guidance", s.clip_guidance), ("thresholding", asked_threshold))
               if on]  # fmt: skip
     if not wanted:
         return None

@@ -170,7 +170,8 @@ log_every = 1
         run_recipe(recipe, tmp_path / "run2")
 
 
-def test_guidance_cascades_benchmark_smoke(tmp_path):
+def guidance_cascades_benchmark():
+    """benchmarks/guidance_cascades.py as a module (benchmarks/ is not a package)."""
     import importlib.util
     from pathlib import Path
 
@@ -178,6 +179,11 @@ def test_guidance_cascades_benchmark_smoke(tmp_path):
     spec = importlib.util.spec_from_file_location("guidance_cascades", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_guidance_cascades_benchmark_smoke(tmp_path):
+    module = guidance_cascades_benchmark()
     report = module.main(["smoke", "--report-dir", str(tmp_path)]).read_text()
     for section in ("## Classifier guidance against", "### digits", "## Cascade against",
                     "## Dynamic thresholding", "## unCLIP", "Variations (2 validation"):  # fmt: skip
@@ -194,14 +200,9 @@ def test_guidance_cascades_benchmark_smoke(tmp_path):
 
 
 def test_cascade_benchmark_adds_rows_measured_in_a_later_call(tmp_path):
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "guidance_cascades.py"
-    spec = importlib.util.spec_from_file_location("guidance_cascades", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = guidance_cascades_benchmark()
 
     def row(model, folder, level, score):
         return {"model": model, "folder": folder, "aug_timestep": level, "score": score}

@@ -178,6 +178,7 @@ class TextToImagePipeline:
         )
         index = json.loads((folder / "model_index.json").read_text())
         denoiser_class = index["unet"][1]
+        pixel_space = index.get("vae", [None])[0] is None
         if denoiser_class not in DENOISER_CLASSES:
             raise ValueError(
                 f"{folder}: unsupported denoiser class {denoiser_class!r} in model_index.json; "
@@ -188,7 +189,7 @@ class TextToImagePipeline:
             .from_pretrained(folder / "unet", torch_dtype=torch.float32, use_safetensors=True)
             .eval(),
             vae=None
-            if index.get("vae", [None])[0] is None
+            if pixel_space
             else AutoencoderKL.from_pretrained(
                 folder / "vae", torch_dtype=torch.float32, use_safetensors=True
             ).eval(),
@@ -196,8 +197,7 @@ class TextToImagePipeline:
             schedule=schedule_from_diffusers_config(config),
             name=folder.name,
             defaults=index.get(SAMPLING_KEY) or sampling_defaults_from_scheduler(config),
-            clip_sample=index.get("vae", [None])[0] is None
-            and bool(config.get("clip_sample", False)),
+            clip_sample=pixel_space and bool(config.get("clip_sample", False)),
         )
 
     @classmethod

@@ -65,7 +65,20 @@ def generate(
         help="One or more prompts (a class-conditional pixel model takes class names; an "
         "unconditional one none, or the text of --clip-guidance).",
     ),
-    model: str = typer.Option("shapes-t2i", "--model", "-m", help="Shipped model name or folder."),
+    model: str = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Shipped model name or folder; default shapes-t2i (with --lora: the adapter's "
+        "teacher).",
+    ),
+    lora: str = typer.Option(
+        None,
+        "--lora",
+        help="Attach an LCM-LoRA adapter (shipped name or folder) to the model; it samples with "
+        "the adapter's defaults (the lcm sampler, guidance 1), e.g. --lora shapes-t2i-small-lcm-lora "
+        "--steps 4.",
+    ),
     num_images: int = typer.Option(1, "--num-images", "-n", help="Images per prompt."),
     steps: int = typer.Option(20, help="Sampler steps."),
     sampler: str = typer.Option(
@@ -119,13 +132,14 @@ def generate(
     )
     from difflab.guidance import THRESHOLDS
     from difflab.samplers import get_sampler
-    from difflab.zoo import load_pipeline
+    from difflab.zoo import DEFAULT_MODEL, load_pipeline, lora_teacher
 
     if from_png is not None:
         if prompts:
             raise typer.BadParameter("give either prompts or --from-png, not both.")
         settings = [settings_from_png(from_png)]
     else:
+        model = model or (lora and lora_teacher(lora)) or DEFAULT_MODEL
         if not prompts:
             if not (classifier_guidance or takes_no_prompt(model)):
                 raise typer.BadParameter("give at least one prompt, or --from-png FILE.")
@@ -140,14 +154,14 @@ def generate(
             classifier_guidance=classifier_guidance or "", clip_guidance=clip_guidance,
             guidance_model=guidance_model or "",
             scale=scale if classifier_guidance or clip_guidance else 0.0,
-            threshold=threshold, threshold_percentile=threshold_percentile,
+            threshold=threshold, threshold_percentile=threshold_percentile, lora=lora or "",
         )  # fmt: skip
         settings = [
             GenerationSettings(p, model, sampler, steps, guidance, seed + i, **steering)
             for p in prompts
             for i in range(num_images)
         ]
-    pipeline = load_pipeline(settings[0].model)
+    pipeline = load_pipeline(settings[0].model, lora=settings[0].lora or None)
     settings = complete_settings(pipeline, settings)
     images = generate_images(pipeline, settings)
     for path in write_outputs(images, settings, out):
@@ -203,13 +217,19 @@ def interpolate(
 
 @app.command()
 def models() -> None:
-    """List the shipped models, feature networks and CLIP models, with their folders."""
-    from difflab.zoo import list_clip_models, list_feature_networks, list_models
+    """List the shipped models, LoRA adapters, feature networks and CLIP models, with their
+    folders."""
+    from difflab.zoo import list_clip_models, list_feature_networks, list_loras, list_models
 
     found = list_models()
     if not found:
         typer.echo("no shipped models in this installation")
     for name, folder in found.items():
+        typer.echo(f"{name}\t{folder}")
+    adapters = list_loras()
+    if adapters:
+        typer.echo("LoRA adapters (for difflab generate --lora):")
+    for name, folder in adapters.items():
         typer.echo(f"{name}\t{folder}")
     networks = list_feature_networks()
     if networks:
@@ -278,6 +298,12 @@ def eval_shapes(
     model: str | None = typer.Option(
         None, "--model", "-m", help="Generate the suite with this model (name or folder) first."
     ),
+    lora: str | None = typer.Option(
+        None,
+        "--lora",
+        help="Generate with this LCM-LoRA adapter (name or folder) attached to --model (default: "
+        "the adapter's teacher); pass its sampler too: --sampler lcm --guidance 1.",
+    ),
     prompts: str | None = typer.Option(
         None, "--prompts", help="ShapesEval suite (jsonl); default: the shipped suite."
     ),
@@ -294,6 +320,10 @@ def eval_shapes(
 
     from difflab.eval.shapes import format_report_table, load_suite, score_folder
 
+    if lora is not None and model is None:
+        from difflab.zoo import lora_teacher
+
+        model = lora_teacher(lora)
     if images is None and model is None:
         raise typer.BadParameter(
             "give --images DIR to score, or --model NAME to generate and score."
@@ -312,8 +342,8 @@ def eval_shapes(
                     f"{images} already holds files; pass an empty or new --images folder."
                 )
             generate_suite_folder(
-                load_pipeline(model), images, load_suite(prompts), images_per_prompt, steps,
-                sampler, guidance, seed, model_name=model,
+                load_pipeline(model, lora=lora), images, load_suite(prompts), images_per_prompt,
+                steps, sampler, guidance, seed, model_name=model,
             )  # fmt: skip
         report = score_folder(
             images,
@@ -326,7 +356,7 @@ def eval_shapes(
         raise typer.Exit(2) from None
     if model is not None:
         report["generation"] = {
-            "model": model, "images_per_prompt": images_per_prompt, "steps": steps,
+            "model": model, "lora": lora, "images_per_prompt": images_per_prompt, "steps": steps,
             "sampler": sampler, "guidance": guidance, "seed": seed,
         }  # fmt: skip
         if out is not None:

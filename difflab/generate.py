@@ -1,6 +1,7 @@
 """Generate images to PNG files that carry their own recipe.
 
-Every PNG holds its prompt, model, sampler, steps, guidance and seed in PNG text chunks, so
+Every PNG holds its prompt, model (and LoRA adapter), sampler, steps, guidance and seed in PNG
+text chunks, so
 :func:`settings_from_png` + :func:`generate_images` reproduce it bit for bit. Each image is
 sampled alone from its own seed, so it does not depend on the batch it was generated in.
 
@@ -47,6 +48,7 @@ class GenerationSettings:
     # default (static for a pixel folder with clip_sample, else none)
     threshold: str | None = None
     threshold_percentile: float = 0.995  # dynamic thresholding's percentile
+    lora: str = ""  # an LCM-LoRA attached to the model (name or folder); "" = none
 
 
 def complete_settings(pipeline, settings: list[GenerationSettings]) -> list[GenerationSettings]:

@@ -4,9 +4,11 @@ CLI, and LCM-LoRA loading and unloading. Tiny random networks: plumbing and math
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from diffusers import LCMScheduler, StableDiffusionPipeline
+from PIL import Image
 from test_diffusers_crosscheck import assert_same_steps, stand_in_model, start
 from train_tiny import one_thread  # noqa: F401 (autouse fixture)
 
@@ -309,16 +311,25 @@ def test_progressive_student_folder_samples_ddim_on_its_trailing_grid(tiny_pipel
 # ---- LCM-LoRA -----------------------------------------------------------------------------------
 
 
+def trained_adapter(unet):
+    """A copy of ``unet`` with a rank-4 LoRA whose B is not zero (as after training; B starts at
+    zero)."""
+    import copy
+
+    adapted = add_lora(copy.deepcopy(unet), rank=4)
+    with torch.no_grad():
+        for name, p in adapted.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    return adapted
+
+
 def test_lcm_lora_loads_changes_the_model_and_unloads_to_the_teacher_exactly(
     tiny_pipeline, tmp_path
 ):
     import copy
 
-    adapted = add_lora(copy.deepcopy(tiny_pipeline.unet), rank=4)
-    with torch.no_grad():
-        for name, p in adapted.named_parameters():
-            if "lora_B" in name:  # as after training (B starts at zero)
-                p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    adapted = trained_adapter(tiny_pipeline.unet)
     save_lora(adapted, tmp_path / "lora", {"sampling": {**LCM_DEFAULTS, "guidance": 1.0}})
     assert sorted(p.name for p in (tmp_path / "lora").iterdir()) == [
         "difflab_lora.json", "pytorch_lora_weights.safetensors",
@@ -384,3 +395,69 @@ def test_q_sample_is_the_ddim_step_of_the_exact_denoiser():
 
     assert torch.allclose(samplers.ddim_step(exact, schedule, z, t, t_next),
                           q_sample(x0, t_next, schedule, noise), atol=1e-12)  # fmt: skip
+
+
+def test_shipped_lcm_lora_generates_on_its_teacher_and_replays(
+    tiny_pipeline, tmp_path, monkeypatch
+):
+    """A LoRA shipped in fp16 next to its teacher: `difflab models` lists it, `difflab generate
+    --lora NAME` loads the recorded teacher with the adapter's sampler and guidance, the PNG
+    records the adapter and `--from-png` replays it bit for bit."""
+    from safetensors import safe_open
+    from typer.testing import CliRunner
+
+    import difflab.zoo
+    from difflab.cli import app
+    from difflab.distill.lora import LORA_WEIGHTS
+    from difflab.generate import settings_from_png
+
+    adapted = trained_adapter(tiny_pipeline.unet)
+    settings = {"teacher": "tiny-teacher", "sampling": {**LCM_DEFAULTS, "guidance": 1.0}}
+    difflab.zoo.ship(tiny_pipeline, "tiny-teacher", "# teacher\n", zoo_dir=tmp_path)
+    folder = difflab.zoo.ship_lora(adapted, "tiny-lcm-lora", settings, "# LoRA\n", tmp_path)
+    with safe_open(folder / LORA_WEIGHTS, "pt") as stored:
+        assert {stored.get_tensor(k).dtype for k in stored.keys()} == {torch.float16}
+    assert (folder / "MODEL_CARD.md").read_text() == "# LoRA\n"
+    monkeypatch.setattr(difflab.zoo, "ZOO_DIR", tmp_path)
+    assert difflab.zoo.list_loras() == {"tiny-lcm-lora": folder}
+    assert difflab.zoo.lora_teacher("tiny-lcm-lora") == "tiny-teacher"
+    assert "tiny-lcm-lora" not in difflab.zoo.list_models()
+    loaded = difflab.zoo.load_pipeline("tiny-teacher", lora="tiny-lcm-lora")
+    x, t, context = torch.randn(2, 4, 8, 8), torch.tensor([5, 900]), torch.randn(2, 32, 384)
+    with torch.no_grad():  # the fp16 copy computes what the trained adapter does, to fp16 rounding
+        difference = call_denoiser(loaded.unet, x, t, encoder_hidden_states=context) - (
+            call_denoiser(adapted, x, t, encoder_hidden_states=context)
+        )
+    assert difference.abs().max() < 1e-3
+    runner = CliRunner()
+    listing = runner.invoke(app, ["models"])
+    assert "LoRA adapters" in listing.output and "tiny-lcm-lora" in listing.output
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["generate", "a red circle", "--lora", "tiny-lcm-lora",
+                                 "--steps", "4", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (png,) = out.glob("*.png")
+    recorded = settings_from_png(png)
+    assert (recorded.model, recorded.lora, recorded.sampler, recorded.guidance) == (
+        "tiny-teacher", "tiny-lcm-lora", "lcm", 1.0,
+    )  # fmt: skip
+    replay = runner.invoke(app, ["generate", "--from-png", str(png), "--out", str(tmp_path / "r")])
+    assert replay.exit_code == 0, replay.output
+    (again,) = (tmp_path / "r").glob("*.png")
+    with Image.open(png) as first, Image.open(again) as second:
+        assert np.array_equal(np.asarray(first), np.asarray(second))
+    without = runner.invoke(app, ["generate", "a red circle", "--model", "tiny-teacher",
+                                  "--steps", "4", "--sampler", "lcm", "--guidance", "1",
+                                  "--out", str(tmp_path / "w")])  # fmt: skip
+    assert without.exit_code == 0, without.output
+    (plain,) = (tmp_path / "w").glob("*.png")
+    with Image.open(png) as first, Image.open(plain) as second:
+        assert not np.array_equal(np.asarray(first), np.asarray(second))  # the adapter acted
+    with pytest.raises(FileNotFoundError, match="shipped LoRA adapters: tiny-lcm-lora"):
+        difflab.zoo.load_pipeline("tiny-teacher", lora="no-such-lora")
+    other = TextToImagePipeline(
+        text_conditional_unet(block_out_channels=(16, 32), attention_head_dim=4, norm_num_groups=8),
+        tiny_pipeline.vae, tiny_pipeline.prompt_encoder, tiny_pipeline.schedule,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="does not fit this model's U-Net .*from tiny-teacher"):
+        load_lcm_lora(other, folder)

@@ -87,9 +87,30 @@ def adapters_disabled(net: nn.Module):
         net.enable_adapters()
 
 
-def save_lora(net: nn.Module, folder: str | Path, settings: dict, adapter: str = "default") -> Path:
+def is_lora_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` holds an adapter written by :func:`save_lora`."""
+    folder = Path(folder)
+    return (folder / LORA_WEIGHTS).is_file() and (folder / SETTINGS_FILE).is_file()
+
+
+def lora_settings(folder: str | Path) -> dict:
+    """The settings stored with an adapter (its sampling defaults, and the ``teacher`` it was
+    distilled from when the recipe recorded it)."""
+    return json.loads((Path(folder) / SETTINGS_FILE).read_text())
+
+
+def save_lora(
+    net: nn.Module,
+    folder: str | Path,
+    settings: dict,
+    adapter: str = "default",
+    dtype: torch.dtype | None = None,
+    extra: dict[str, str | bytes] | None = None,
+) -> Path:
     """Write ``net``'s adapter to ``folder`` as diffusers' ``pytorch_lora_weights.safetensors``
-    (with its LoRA config in the safetensors metadata) and ``settings`` as ``difflab_lora.json``;
+    (with its LoRA config in the safetensors metadata; cast to ``dtype`` if given, e.g. fp16 for
+    shipping - loading casts back to the network's dtype) and ``settings`` as
+    ``difflab_lora.json``, plus ``extra`` files (name -> text or bytes, e.g. a model card);
     written in a staging folder and renamed, so ``folder`` is complete or absent (an existing
     LoRA folder is replaced, any other non-empty folder refused)."""
     from diffusers import StableDiffusionPipeline
@@ -97,18 +118,25 @@ def save_lora(net: nn.Module, folder: str | Path, settings: dict, adapter: str =
 
     from difflab.storage import write_folder_atomically
 
+    layers = get_peft_model_state_dict(net, adapter_name=adapter)
+    if dtype is not None:
+        layers = {name: tensor.to(dtype) for name, tensor in layers.items()}
+
     def fill(staging: Path) -> None:
         StableDiffusionPipeline.save_lora_weights(
             staging,
-            unet_lora_layers=get_peft_model_state_dict(net, adapter_name=adapter),
+            unet_lora_layers=layers,
             unet_lora_adapter_metadata=net.peft_config[adapter].to_dict(),
             weight_name=LORA_WEIGHTS,
         )
         (staging / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+        for name, content in (extra or {}).items():
+            if isinstance(content, bytes):
+                (staging / name).write_bytes(content)
+            else:
+                (staging / name).write_text(content)
 
-    return write_folder_atomically(
-        Path(folder), fill, lambda f: (f / LORA_WEIGHTS).is_file(), "LoRA adapter"
-    )
+    return write_folder_atomically(Path(folder), fill, is_lora_folder, "LoRA adapter")
 
 
 def load_lcm_lora(pipeline, folder: str | Path):
@@ -116,18 +144,25 @@ def load_lcm_lora(pipeline, folder: str | Path):
     :class:`~difflab.pipelines.text_to_image.TextToImagePipeline`) and make its sampling
     settings the pipeline's defaults (``lcm`` sampler, guidance 1). Returns the pipeline."""
     folder = Path(folder)
-    if not (folder / LORA_WEIGHTS).is_file() or not (folder / SETTINGS_FILE).is_file():
+    if not is_lora_folder(folder):
         raise FileNotFoundError(
             f"{folder} is not an LCM-LoRA folder (it needs {LORA_WEIGHTS} and {SETTINGS_FILE}); "
             "train one with `difflab train distill-lcm-lora --out DIR` (it writes DIR/lora)."
         )
     if ADAPTER_NAME in (getattr(pipeline.unet, "peft_config", None) or {}):
         raise ValueError("an LCM-LoRA is already loaded; unload_lcm_lora(pipeline) first.")
-    settings = json.loads((folder / SETTINGS_FILE).read_text())
-    pipeline.unet.load_lora_adapter(
-        str(folder), prefix="unet", adapter_name=ADAPTER_NAME, weight_name=LORA_WEIGHTS,
-        use_safetensors=True,
-    )  # fmt: skip
+    settings = lora_settings(folder)
+    try:
+        pipeline.unet.load_lora_adapter(
+            str(folder), prefix="unet", adapter_name=ADAPTER_NAME, weight_name=LORA_WEIGHTS,
+            use_safetensors=True,
+        )  # fmt: skip
+    except RuntimeError as error:  # peft's size mismatch: an adapter of another U-Net
+        teacher = settings.get("teacher", "its teacher")
+        raise ValueError(
+            f"the LoRA in {folder} does not fit this model's U-Net (it was distilled from "
+            f"{teacher}; attach it to that model). {str(error).splitlines()[0]}"
+        ) from None
     pipeline.defaults_without_lora = pipeline.defaults
     pipeline.defaults = settings["sampling"]
     return pipeline

@@ -142,13 +142,54 @@ def ship_clip(model, name: str, model_card: str, zoo_dir: Path = ZOO_DIR) -> Pat
     )
 
 
-def load_pipeline(name_or_path: str | Path = DEFAULT_MODEL):
+def list_loras() -> dict[str, Path]:
+    """Shipped LoRA adapters (LCM-LoRA, :mod:`difflab.distill.lora`) by name."""
+    from difflab.distill.lora import is_lora_folder
+
+    return _shipped(is_lora_folder)
+
+
+def resolve_lora(name_or_path: str | Path) -> Path:
+    """The folder of a shipped LoRA adapter name, or ``name_or_path`` itself if it is an adapter
+    folder; errors list the shipped names."""
+    from difflab.distill.lora import LORA_WEIGHTS, SETTINGS_FILE, is_lora_folder
+
+    return _resolve_shipped(
+        name_or_path, list_loras(), is_lora_folder, "LoRA adapter",
+        f"{LORA_WEIGHTS} and {SETTINGS_FILE}",
+        "Pass a folder written by `difflab train distill-lcm-lora` (its lora/).",
+    )  # fmt: skip
+
+
+def lora_teacher(name_or_path: str | Path) -> str | None:
+    """The model a LoRA adapter was distilled from, as its recipe recorded it (None if not)."""
+    from difflab.distill.lora import lora_settings
+
+    return lora_settings(resolve_lora(name_or_path)).get("teacher")
+
+
+def ship_lora(net, name: str, settings: dict, model_card: str, zoo_dir: Path = ZOO_DIR) -> Path:
+    """Store the LoRA adapter of ``net`` in the zoo as ``name``: fp16 safetensors in diffusers'
+    LoRA format (loaded back at the teacher's dtype), its settings and ``MODEL_CARD.md``,
+    replacing an existing one in a single rename."""
+    import torch
+
+    from difflab.distill.lora import save_lora
+
+    return save_lora(
+        net, zoo_dir / name, settings, dtype=torch.float16, extra={"MODEL_CARD.md": model_card}
+    )
+
+
+def load_pipeline(name_or_path: str | Path = DEFAULT_MODEL, lora: str | Path | None = None):
     """Load a shipped model by name, or any pipeline folder, as a difflab pipeline: a
     :class:`~difflab.pipelines.text_to_image.TextToImagePipeline` for text-to-image folders, a
     :class:`~difflab.pipelines.pixel.PixelPipeline` for pixel-space class-conditional or
     unconditional ones, a :class:`~difflab.pipelines.cascade.CascadePipeline` (or one of its
     :class:`~difflab.pipelines.cascade.SuperResolutionPipeline` stages) or an
-    :class:`~difflab.pipelines.unclip.UnCLIPPipeline`."""
+    :class:`~difflab.pipelines.unclip.UnCLIPPipeline`. ``lora`` (a shipped adapter name or a folder,
+    see :func:`resolve_lora`) attaches an LCM-LoRA to a text-to-image model, whose sampling
+    defaults then become the adapter's (:func:`difflab.distill.load_lcm_lora`)."""
     import json
 
     from difflab.pipelines.cascade import (
@@ -162,6 +203,16 @@ def load_pipeline(name_or_path: str | Path = DEFAULT_MODEL):
     from difflab.pipelines.unclip import UNCLIP, UnCLIPPipeline
 
     folder = resolve_model(name_or_path)
+    if lora is not None:
+        from difflab.distill.lora import load_lcm_lora
+
+        pipeline = load_pipeline(folder)
+        if not isinstance(pipeline, TextToImagePipeline):
+            raise ValueError(
+                f"{name_or_path} is a {type(pipeline).__name__}; an LCM-LoRA attaches to a "
+                "text-to-image model (e.g. the one it was distilled from)."
+            )
+        return load_lcm_lora(pipeline, resolve_lora(lora))
     kind = json.loads((folder / "model_index.json").read_text()).get("_class_name")
     if kind in (CLASS_CONDITIONAL, "DDPMPipeline"):
         return PixelPipeline.from_pretrained(folder)

@@ -118,6 +118,57 @@ def _ratio(value, reference) -> float:
     return value / reference
 
 
+# The issue's targets at 4 steps: the ShapesEval ratio to the 50-step teacher.
+TARGETS = {"LCM": 0.95, "progressive": 0.90}
+
+
+def target_rows(results: list[dict], steps: int = 4) -> list[dict]:
+    """For each distilled method at ``steps``: its ShapesEval ratio, the target (if the issue
+    sets one), and whether it beats the teacher's own DDIM at the same step count on ShapesEval
+    and on FID (the LCM paper's comparison)."""
+    ddim = {r["steps"]: r for r in results if r["method"] == "teacher ddim"}
+    rows = []
+    for r in results[1:]:
+        if r["method"].startswith("teacher") or r["steps"] != steps:
+            continue
+        base = ddim.get(steps)
+        target = TARGETS.get(r["method"])
+        rows.append({
+            "method": r["method"], "steps": steps, "ratio": r["ratio"]["shapes"],
+            "target": target, "met": None if target is None else r["ratio"]["shapes"] >= target,
+            "beats_ddim_shapes": None if base is None else
+            r["shapes"]["overall"] > base["shapes"]["overall"],
+            "beats_ddim_fid": None if base is None or "fid" not in r else r["fid"] < base["fid"],
+        })  # fmt: skip
+    return rows
+
+
+def distillation_costs(args) -> list[dict]:
+    """Training updates and wall minutes of each distillation, read from the ``results.json``
+    its recipe wrote in the run folder (none for a shipped model given by name)."""
+    runs = []
+    if args.progressive:
+        runs.append(("progressive", Path(args.progressive)))
+    if args.lcm:
+        runs.append(("LCM", Path(args.lcm).parent))
+    if args.lcm_lora:
+        runs.append(("LCM-LoRA", Path(args.lcm_lora).parent))
+    costs = []
+    for method, folder in runs:
+        path = folder / "results.json"
+        if not path.is_file():
+            continue
+        figures = json.loads(path.read_text())
+        stages = figures.get("stages") or {"all": figures}
+        costs.append({
+            "method": method, "run": str(folder),
+            "updates": sum(stage["steps"] for stage in stages.values()),
+            "minutes": sum(stage["train_seconds"] for stage in stages.values()) / 60,
+            "stages": {name: stage["steps"] for name, stage in stages.items()},
+        })  # fmt: skip
+    return costs
+
+
 def print_ratios(results: list[dict]) -> None:
     print("\nratios to the teacher at 50 steps (ShapesEval: higher is better; FID, time: lower)")
     for row in results[1:]:
@@ -155,11 +206,12 @@ def plot(results: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def write_report(args, results: list[dict], seconds: float) -> Path:
+def write_report(args, results: list[dict], costs: list[dict], seconds: float) -> Path:
     out = Path(args.report_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot(results, out / "few_step.png")
-    (out / "few_step.json").write_text(json.dumps(results, indent=1) + "\n")
+    stored = {"results": results, "targets": target_rows(results), "costs": costs}
+    (out / "few_step.json").write_text(json.dumps(stored, indent=1) + "\n")
     nan = float("nan")
     lines = [
         "# Few-step generation: distilled students against their teacher",
@@ -174,23 +226,70 @@ def write_report(args, results: list[dict], seconds: float) -> Path:
         "(0: not measured). Guidance w: the teacher's classifier-free guidance weight, the "
         "progressive student's and the LCM's input w; the LCM-LoRA distils one w and samples "
         "without guidance. The teacher's DDIM visits the trailing grid (Lin et al. 2024), as the "
-        "progressive students do. Ratios: the cell's figure over the 50-step teacher's.",
+        "progressive students do. Ratios: the cell's figure over the 50-step teacher's. 2 SE: twice "
+        "the standard error of ShapesEval overall (binomial per task), the size of a difference "
+        "that is not noise.",
         "",
         "![few-step generation](few_step.png)",
         "",
-        "| method | sampler | steps | w | ShapesEval | FID | s/image | ShapesEval ratio | "
+        "| method | sampler | steps | w | ShapesEval | 2 SE | FID | s/image | ShapesEval ratio | "
         "FID ratio | time ratio |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ratio = r["ratio"]
         lines.append(
             f"| {r['method']} | {r['sampler']} | {r['steps']} | {r['guidance']:g} | "
-            f"{r['shapes']['overall']:.3f} | {r.get('fid', nan):.2f} | "
-            f"{r['seconds_per_image']:.4f} | {ratio['shapes']:.2f} | {ratio['fid']:.2f} | "
-            f"{ratio['time']:.3f} |"
+            f"{r['shapes']['overall']:.3f} | {2 * r['shapes'].get('overall_stderr', nan):.3f} | "
+            f"{r.get('fid', nan):.2f} | {r['seconds_per_image']:.4f} | {ratio['shapes']:.2f} | "
+            f"{ratio['fid']:.2f} | {ratio['time']:.3f} |"
         )
+    lines += ["", *targets_text(target_rows(results)), *costs_text(costs)]
     return write_report_text(out / "few_step.md", lines)
+
+
+def _yes_no(flag) -> str:
+    return "-" if flag is None else ("yes" if flag else "no")
+
+
+def targets_text(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "## Targets at 4 steps",
+        "",
+        "| method | ShapesEval ratio | target | met | beats teacher DDIM, ShapesEval | "
+        "beats teacher DDIM, FID |",
+        "|---|---:|---:|---|---|---|",
+    ]
+    for r in rows:
+        target = "-" if r["target"] is None else f"{r['target']:.2f}"
+        lines.append(
+            f"| {r['method']} | {r['ratio']:.2f} | {target} | {_yes_no(r['met'])} | "
+            f"{_yes_no(r['beats_ddim_shapes'])} | {_yes_no(r['beats_ddim_fid'])} |"
+        )
+    return [*lines, ""]
+
+
+def costs_text(costs: list[dict]) -> list[str]:
+    if not costs:
+        return []
+    lines = [
+        "## Distillation cost",
+        "",
+        "Read from each run's results.json (its train_seconds): wall minutes of the updates on "
+        "the machine that ran them, not counting the one-off encoding of the training scenes "
+        "that the recipes share.",
+        "",
+        "| method | run | updates | stages | minutes |",
+        "|---|---|---:|---|---:|",
+    ]
+    for c in costs:
+        stages = ", ".join(f"{name} {n}" for name, n in c["stages"].items())
+        lines.append(
+            f"| {c['method']} | `{c['run']}` | {c['updates']} | {stages} | {c['minutes']:.1f} |"
+        )
+    return [*lines, ""]
 
 
 def main() -> None:
@@ -210,7 +309,8 @@ def main() -> None:
     began = time.perf_counter()
     results = run_cells(args)
     print_ratios(results)
-    print(f"wrote {write_report(args, results, time.perf_counter() - began)}")
+    costs = distillation_costs(args)
+    print(f"wrote {write_report(args, results, costs, time.perf_counter() - began)}")
 
 
 if __name__ == "__main__":

@@ -63,3 +63,47 @@ def test_architecture_report_is_rewritten_from_its_json_with_loss_curves(tmp_pat
     tail = sum(1 / i for i in range(20, 40)) / 20
     assert f"unet {0.05 + tail:.4f}, dit {0.06 + tail:.4f}" in text
     assert (tmp_path / "unet_vs_dit.png").is_file()
+
+
+def test_few_step_report_checks_the_targets_and_reads_the_distillation_costs(tmp_path, monkeypatch):
+    import json
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    few_step = load("few_step")
+
+    def row(method, steps, shapes, fid):
+        return {"method": method, "steps": steps, "shapes": {"overall": shapes}, "fid": fid,
+                "seconds_per_image": 0.01 * steps}  # fmt: skip
+
+    results = [row("teacher (reference)", 50, 0.40, 4.0), row("teacher ddim", 4, 0.30, 6.0),
+               row("LCM", 4, 0.39, 5.0), row("progressive", 4, 0.35, 7.0),
+               row("LCM-LoRA", 4, 0.20, 5.5), row("LCM", 2, 0.30, 6.0)]  # fmt: skip
+    few_step.add_ratios(results)
+    targets = {r["method"]: r for r in few_step.target_rows(results)}
+    assert set(targets) == {"LCM", "progressive", "LCM-LoRA"}  # 4-step rows of distilled models
+    assert targets["LCM"]["ratio"] == 0.39 / 0.40 and targets["LCM"]["met"]  # 0.975 >= 0.95
+    assert not targets["progressive"]["met"]  # 0.875 < 0.90
+    assert targets["LCM-LoRA"]["target"] is None and targets["LCM-LoRA"]["met"] is None
+    assert (
+        targets["progressive"]["beats_ddim_shapes"] and not targets["progressive"]["beats_ddim_fid"]
+    )
+    assert not targets["LCM-LoRA"]["beats_ddim_shapes"] and targets["LCM-LoRA"]["beats_ddim_fid"]
+
+    progressive, lcm = tmp_path / "prog", tmp_path / "lcm"
+    progressive.mkdir()
+    (lcm / "pipeline").mkdir(parents=True)
+    stages = {"guidance": {"steps": 100, "train_seconds": 60.0},
+              "steps-2": {"steps": 50, "train_seconds": 30.0}}  # fmt: skip
+    (progressive / "results.json").write_text(json.dumps({"stages": stages}))
+    (lcm / "results.json").write_text(json.dumps({"steps": 300, "train_seconds": 600.0}))
+    args = SimpleNamespace(progressive=str(progressive), lcm=str(lcm / "pipeline"),
+                           lcm_lora="shapes-lora-by-name")  # fmt: skip
+    costs = {c["method"]: c for c in few_step.distillation_costs(args)}
+    assert set(costs) == {"progressive", "LCM"}  # a shipped name has no run folder to read
+    assert (costs["progressive"]["updates"], costs["progressive"]["minutes"]) == (150, 1.5)
+    assert (costs["LCM"]["updates"], costs["LCM"]["minutes"]) == (300, 10.0)
+    text = "\n".join(
+        few_step.targets_text(list(targets.values())) + few_step.costs_text(costs.values())
+    )
+    assert "| LCM | 0.97 | 0.95 | yes | yes | yes |" in text and "guidance 100, steps-2 50" in text

@@ -91,6 +91,15 @@ def test_ground_truth_of_the_suite_scores_at_least_99_percent_and_prompts_are_ca
     assert report["overall"] >= 0.99 and not report["missing_tasks"]
 
 
+def test_overall_stderr_is_the_binomial_error_of_the_task_mean():
+    results = [{"tag": "single_object", "passed": p} for p in (True, True, False, False)]
+    results += [{"tag": "colors", "passed": True}] * 2
+    report = summarise(results)
+    # single_object p = 1/2 over 4 images, colors p = 1 over 2: sqrt(1/4 / 4 + 0) / 2 tasks
+    assert report["overall"] == 0.75
+    assert report["overall_stderr"] == pytest.approx(0.125)
+
+
 def _detections(*objects):
     return detect(render(Scene(tuple(objects)), 32))
 

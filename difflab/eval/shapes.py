@@ -215,7 +215,10 @@ def prompts_with_pairs(
 
 
 def summarise(results: list[dict]) -> dict:
-    """Task scores (fraction passed) and the overall unweighted mean over tasks with images."""
+    """Task scores (fraction passed), the overall unweighted mean over tasks with images, and
+    that mean's standard error ``overall_stderr`` = sqrt(sum_k p_k (1 - p_k) / n_k) / K over the
+    K tasks (binomial per task, images independent - with several images per prompt they are
+    not quite, so it is then a lower bound): differences under ~2 of it are noise."""
     tasks = {}
     for tag in TASKS:
         rows = [r for r in results if r["tag"] == tag]
@@ -223,8 +226,10 @@ def summarise(results: list[dict]) -> dict:
             passed = sum(r["passed"] for r in rows)
             tasks[tag] = {"score": passed / len(rows), "passed": passed, "total": len(rows)}
     overall = float(np.mean([t["score"] for t in tasks.values()])) if tasks else 0.0
+    variance = sum(t["score"] * (1 - t["score"]) / t["total"] for t in tasks.values())
     return {
         "overall": overall,
+        "overall_stderr": float(np.sqrt(variance) / len(tasks)) if tasks else 0.0,
         "tasks": tasks,
         "missing_tasks": [t for t in TASKS if t not in tasks],
     }

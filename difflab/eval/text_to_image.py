@@ -84,7 +84,7 @@ def evaluate_text_to_image(
     """ShapesEval of the suite (default: the shipped one) and, with a ``reference``, FID and
     precision/recall (k = 3) of as many images prompted with the reference scenes' captions.
 
-    Returns ``{"shapes": {"overall", "tasks": {task: score}}, "fid", "kid", "kid_std",
+    Returns ``{"shapes": {"overall", "overall_stderr", "tasks": {task: score}}, "fid", "kid", "kid_std",
     "precision", "recall", "seconds_per_image", "num_images": {"shapes", "distribution"}}``.
     """
     suite = load_suite() if suite is None else suite
@@ -96,6 +96,7 @@ def evaluate_text_to_image(
     report = {
         "shapes": {
             "overall": shapes["overall"],
+            "overall_stderr": shapes["overall_stderr"],
             "tasks": {tag: task["score"] for tag, task in shapes["tasks"].items()},
         },
         "num_images": {"shapes": len(indices)},

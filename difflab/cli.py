@@ -80,7 +80,9 @@ def generate(
         "--steps 4.",
     ),
     num_images: int = typer.Option(1, "--num-images", "-n", help="Images per prompt."),
-    steps: int = typer.Option(20, help="Sampler steps."),
+    steps: int = typer.Option(
+        None, help="Sampler steps; default: the model's own (4 for the distilled ones), else 20."
+    ),
     sampler: str = typer.Option(
         None,
         help="ddpm, ddim, euler, heun, dpmpp_2m, sde or lcm; default: the model's own "

@@ -37,7 +37,7 @@ class GenerationSettings:
     prompt: str
     model: str
     sampler: str | None = "dpmpp_2m"
-    steps: int = 20
+    steps: int | None = 20  # None = the model's default (4 for a distilled student, else 20)
     guidance: float | None = 5.0
     seed: int = 0
     classifier_guidance: str = ""  # classifier guidance toward e.g. "colour=red,shape=circle"
@@ -52,20 +52,24 @@ class GenerationSettings:
 
 
 def complete_settings(pipeline, settings: list[GenerationSettings]) -> list[GenerationSettings]:
-    """Fill in the sampler, guidance and thresholding a setting leaves open (None) with the
-    pipeline's defaults - a distilled model's folder names its own sampler (``lcm`` for a latent
-    consistency model), a pixel folder with ``clip_sample`` static thresholding - so that every
-    PNG records what actually ran."""
+    """Fill in the sampler, guidance, steps and thresholding a setting leaves open (None) with
+    the pipeline's defaults - a distilled model's folder names its own sampler and steps (``lcm``
+    at 4 for a latent consistency model), a pixel folder with ``clip_sample`` static
+    thresholding - so that every PNG records what actually ran."""
     from dataclasses import replace
 
     from difflab.guidance import resolved_threshold
 
     clip_sample = bool(getattr(pipeline, "clip_sample", False))
+    default_steps = getattr(pipeline, "sampling_steps", lambda steps: steps or 20)
     completed = []
     for s in settings:
         sampler, guidance, _ = pipeline.sampling_settings(s.sampler, s.guidance)
         threshold = resolved_threshold(s.threshold, clip_sample)
-        completed.append(replace(s, sampler=sampler, guidance=guidance, threshold=threshold))
+        completed.append(
+            replace(s, sampler=sampler, guidance=guidance, threshold=threshold,
+                    steps=default_steps(s.steps))
+        )  # fmt: skip
     return completed
 
 

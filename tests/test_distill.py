@@ -290,14 +290,14 @@ def test_progressive_student_folder_samples_ddim_on_its_trailing_grid(tiny_pipel
     student = TextToImagePipeline(
         w_conditioned(), tiny_pipeline.vae, tiny_pipeline.prompt_encoder,
         make_schedule("scaled_linear", 1000, prediction_type="v_prediction", **SD),
-        defaults=PROGRESSIVE_DEFAULTS,
+        defaults={**PROGRESSIVE_DEFAULTS, "steps": 4},
     )  # fmt: skip
     student.save_pretrained(tmp_path)
     theirs = StableDiffusionPipeline.from_pretrained(tmp_path)
     assert theirs.scheduler.config.timestep_spacing == "trailing"
     loaded = TextToImagePipeline.from_pretrained(tmp_path)
     seen = []
-    loaded.latents("a red circle", steps=4, callback=lambda s: seen.append(s.timestep))
+    loaded.latents("a red circle", callback=lambda s: seen.append(s.timestep))  # its 4 steps
     assert seen == timesteps(loaded.schedule, 4, "trailing").tolist()
     # DDIM is deterministic: plain diffusers gives the same latents where its DDIM step (t to
     # t - T/N) is the grid's, i.e. when N divides T
@@ -412,7 +412,8 @@ def test_shipped_lcm_lora_generates_on_its_teacher_and_replays(
     from difflab.generate import settings_from_png
 
     adapted = trained_adapter(tiny_pipeline.unet)
-    settings = {"teacher": "tiny-teacher", "sampling": {**LCM_DEFAULTS, "guidance": 1.0}}
+    sampling = {**LCM_DEFAULTS, "guidance": 1.0, "steps": 4}
+    settings = {"teacher": "tiny-teacher", "sampling": sampling}
     difflab.zoo.ship(tiny_pipeline, "tiny-teacher", "# teacher\n", zoo_dir=tmp_path)
     folder = difflab.zoo.ship_lora(adapted, "tiny-lcm-lora", settings, "# LoRA\n", tmp_path)
     with safe_open(folder / LORA_WEIGHTS, "pt") as stored:
@@ -433,14 +434,16 @@ def test_shipped_lcm_lora_generates_on_its_teacher_and_replays(
     listing = runner.invoke(app, ["models"])
     assert "LoRA adapters" in listing.output and "tiny-lcm-lora" in listing.output
     out = tmp_path / "out"
-    result = runner.invoke(app, ["generate", "a red circle", "--lora", "tiny-lcm-lora",
-                                 "--steps", "4", "--out", str(out)])  # fmt: skip
+    result = runner.invoke(  # no --steps: the adapter's 4
+        app, ["generate", "a red circle", "--lora", "tiny-lcm-lora", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     (png,) = out.glob("*.png")
     recorded = settings_from_png(png)
     assert (recorded.model, recorded.lora, recorded.sampler, recorded.guidance) == (
         "tiny-teacher", "tiny-lcm-lora", "lcm", 1.0,
     )  # fmt: skip
+    assert recorded.steps == 4
     replay = runner.invoke(app, ["generate", "--from-png", str(png), "--out", str(tmp_path / "r")])
     assert replay.exit_code == 0, replay.output
     (again,) = (tmp_path / "r").glob("*.png")

@@ -52,6 +52,17 @@ def test_generate_writes_pngs_with_settings_and_reproduces_them(tiny_pipeline_fo
     assert Image.open(pngs[2]).tobytes() != Image.open(pngs[3]).tobytes()
 
 
+def test_generate_without_steps_takes_20_for_a_model_that_names_none(
+    tiny_pipeline_folder, tmp_path
+):
+    """(A distilled model's folder names its own steps: see test_distill.)"""
+    args = ["generate", "x", "--model", str(tiny_pipeline_folder), "--out", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (png,) = tmp_path.glob("*.png")
+    assert settings_from_png(png).steps == 20
+
+
 def test_generate_bad_input(tiny_pipeline_folder, tmp_path):
     result = runner.invoke(
         app, ["generate", "x", "--model", str(tiny_pipeline_folder), "--sampler", "plms"]

@@ -33,7 +33,7 @@ from difflab.schedules import NoiseSchedule
 DENOISER_CLASSES = ("UNet2DConditionModel", "PixArtTransformer2DModel")
 PIXEL_TEXT_TO_IMAGE = "DifflabPixelTextToImagePipeline"  # model_index.json of pixel-space folders
 SAMPLING_KEY = "_difflab_sampling"  # in model_index.json; diffusers skips keys starting with "_"
-DEFAULT_SAMPLER, DEFAULT_GUIDANCE = "dpmpp_2m", 5.0
+DEFAULT_SAMPLER, DEFAULT_GUIDANCE, DEFAULT_STEPS = "dpmpp_2m", 5.0, 20
 
 
 def sampling_defaults_from_scheduler(config: dict) -> dict:
@@ -119,9 +119,10 @@ class TextToImagePipeline:
     StableDiffusionPipeline needs a VAE.
 
     ``defaults`` are the sampling settings a distilled model needs, used when a call names no
-    sampler or guidance: ``{"sampler": name, "sampler_options": {...}, "guidance": w}`` (e.g.
-    ``lcm`` for a latent consistency model, ``ddim`` with trailing spacing for a progressively
-    distilled student). They are stored in model_index.json under ``_difflab_sampling`` and
+    sampler, guidance or steps: ``{"sampler": name, "sampler_options": {...}, "guidance": w,
+    "steps": n}`` (e.g. ``lcm`` for a latent consistency model, ``ddim`` with trailing spacing
+    and the 4 steps it was distilled for for a progressively distilled student; without
+    ``steps`` a call takes 20). They are stored in model_index.json under ``_difflab_sampling`` and
     decide the scheduler plain diffusers gets (LCMScheduler for ``lcm``). Without them a call
     uses dpmpp_2m at guidance 5. A denoiser that takes the guidance weight as an input
     (``time_cond_proj_dim``, see :func:`~difflab.models.networks.guidance_embedding`) gets
@@ -339,6 +340,11 @@ class TextToImagePipeline:
             guidance = self.defaults.get("guidance", DEFAULT_GUIDANCE)
         return sampler, float(guidance), sampler_options
 
+    def sampling_steps(self, steps: int | None = None) -> int:
+        """The number of steps a call runs: what it names, else the folder's ``defaults``, else
+        20."""
+        return int(steps or self.defaults.get("steps", DEFAULT_STEPS))
+
     def denoiser(self) -> Callable[..., torch.Tensor]:
         """The conditional model ``model(x_t, t, context, guidance=None)`` the samplers and
         guidance wrap (``guidance``: the weight, for a denoiser that takes it as an input)."""
@@ -389,7 +395,7 @@ class TextToImagePipeline:
         self,
         prompts: str | Sequence[str],
         num_images_per_prompt: int = 1,
-        steps: int = 20,
+        steps: int | None = None,
         guidance: float | None = None,
         sampler: str | None = None,
         seed: int | Sequence[torch.Generator] = 0,
@@ -402,7 +408,8 @@ class TextToImagePipeline:
     ) -> torch.Tensor:
         """Sample latents [N, C, h, w] (N = len(prompts) * num_images_per_prompt, grouped by
         prompt). ``guidance`` is the classifier-free guidance weight (1 = off); ``sampler``,
-        ``guidance`` and the sampler's options default to :meth:`sampling_settings`. ``guide``
+        ``guidance`` and the sampler's options default to :meth:`sampling_settings`, ``steps``
+        to :meth:`sampling_steps`. ``guide``
         wraps the guided denoiser (:data:`difflab.guidance.Guide`; classifier / CLIP guidance
         and thresholding act on pixels, so give one to a pixel-space model); then a pixel
         model's implied x0 is thresholded: ``threshold`` None = the folder's default
@@ -423,6 +430,7 @@ class TextToImagePipeline:
         sampler, guidance, sampler_options = self.sampling_settings(
             sampler, guidance, **sampler_options
         )
+        steps = self.sampling_steps(steps)
         count = len(prompts) * num_images_per_prompt
         device = next(self.unet.parameters()).device
         guided = self.conditioned_model(prompts, num_images_per_prompt, guidance)
@@ -450,7 +458,7 @@ class TextToImagePipeline:
         self,
         prompts: str | Sequence[str],
         num_images_per_prompt: int = 1,
-        steps: int = 20,
+        steps: int | None = None,
         guidance: float | None = None,
         sampler: str | None = None,
         seed: int = 0,

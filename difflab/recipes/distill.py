@@ -35,7 +35,7 @@ from difflab.recipes.text_to_image import cached_encode_dataset, grid_sample_fn
 from difflab.train import TrainConfig, latest_checkpoint, train
 
 # A progressive student of N steps samples with N deterministic DDIM steps on the trailing grid
-# it was distilled on (see difflab.distill.progressive.round_grid).
+# it was distilled on (see difflab.distill.progressive.round_grid); its folder adds "steps": N.
 PROGRESSIVE_DEFAULTS = {"sampler": "ddim", "sampler_options": {"spacing": "trailing"}}
 CITATIONS = {
     "progressive": "Salimans & Ho 2022, Alg. 2; Meng et al. 2023 (guidance distillation)",
@@ -136,13 +136,15 @@ def student_pipeline(teacher, unet, schedule, defaults: dict, name: str) -> Text
 
 
 def lcm_defaults(options, guidance: float | None = None) -> dict:
-    """The sampling defaults of a consistency model: the ``lcm`` sampler on its solver grid."""
+    """The sampling defaults of a consistency model: the ``lcm`` sampler on its solver grid, at
+    the step count its training grids were sampled with (``sample_steps``, 4)."""
     defaults = {
         "sampler": "lcm",
         "sampler_options": {
             "original_steps": options.num_intervals,
             "timestep_scaling": options.timestep_scaling,
         },
+        "steps": options.sample_steps,
     }
     return defaults if guidance is None else {**defaults, "guidance": guidance}
 
@@ -173,7 +175,7 @@ def run_progressive(
     figures: dict = {"stages": {}}
     for name, steps, updates in stages:
         folder = out / name
-        defaults = {} if steps is None else PROGRESSIVE_DEFAULTS
+        defaults = {} if steps is None else {**PROGRESSIVE_DEFAULTS, "steps": steps}
         if resume and (folder / "pipeline" / "model_index.json").is_file():
             done = TextToImagePipeline.from_pretrained(folder / "pipeline")
             previous, previous_schedule = done.unet, done.schedule

@@ -304,16 +304,18 @@ def eval_shapes(
         None,
         "--lora",
         help="Generate with this LCM-LoRA adapter (name or folder) attached to --model (default: "
-        "the adapter's teacher); pass its sampler too: --sampler lcm --guidance 1.",
+        "the adapter's teacher), at its sampler, guidance and steps unless given.",
     ),
     prompts: str | None = typer.Option(
         None, "--prompts", help="ShapesEval suite (jsonl); default: the shipped suite."
     ),
     out: str | None = typer.Option(None, "--out", help="Where to write the JSON report."),
     images_per_prompt: int = typer.Option(4, help="With --model: images per prompt."),
-    steps: int = typer.Option(20, help="With --model: sampler steps."),
-    sampler: str = typer.Option("dpmpp_2m", help="With --model: the sampler."),
-    guidance: float = typer.Option(5.0, help="With --model: classifier-free guidance weight."),
+    steps: int = typer.Option(None, help="With --model: sampler steps (default: the model's)."),
+    sampler: str = typer.Option(None, help="With --model: the sampler (default: the model's)."),
+    guidance: float = typer.Option(
+        None, help="With --model: classifier-free guidance weight (default: the model's)."
+    ),
     seed: int = typer.Option(0, help="With --model: seed of the first image."),
 ) -> None:
     """Score images with ShapesEval (GenEval's six tasks on the shapes world) and print the table;
@@ -332,20 +334,23 @@ def eval_shapes(
         )
     try:
         if model is not None:
-            from difflab.generate import generate_suite_folder
+            from difflab.generate import generate_suite_folder, model_sampling
             from difflab.samplers import get_sampler
             from difflab.zoo import load_pipeline
 
-            get_sampler(sampler)
+            if sampler is not None:
+                get_sampler(sampler)
             if images is None:
                 images = str(Path(out).with_suffix("") if out else Path("shapes-eval")) + "-images"
             if Path(images).exists() and any(Path(images).iterdir()):
                 raise ValueError(
                     f"{images} already holds files; pass an empty or new --images folder."
                 )
+            pipeline = load_pipeline(model, lora=lora)
+            sampler, guidance, steps = model_sampling(pipeline, sampler, guidance, steps)
             generate_suite_folder(
-                load_pipeline(model, lora=lora), images, load_suite(prompts), images_per_prompt,
-                steps, sampler, guidance, seed, model_name=model,
+                pipeline, images, load_suite(prompts), images_per_prompt, steps, sampler,
+                guidance, seed, model_name=model,
             )  # fmt: skip
         report = score_folder(
             images,

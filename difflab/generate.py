@@ -61,16 +61,26 @@ def complete_settings(pipeline, settings: list[GenerationSettings]) -> list[Gene
     from difflab.guidance import resolved_threshold
 
     clip_sample = bool(getattr(pipeline, "clip_sample", False))
-    default_steps = getattr(pipeline, "sampling_steps", lambda steps: steps or 20)
     completed = []
     for s in settings:
-        sampler, guidance, _ = pipeline.sampling_settings(s.sampler, s.guidance)
+        sampler, guidance, steps = model_sampling(pipeline, s.sampler, s.guidance, s.steps)
         threshold = resolved_threshold(s.threshold, clip_sample)
         completed.append(
-            replace(s, sampler=sampler, guidance=guidance, threshold=threshold,
-                    steps=default_steps(s.steps))
-        )  # fmt: skip
+            replace(s, sampler=sampler, guidance=guidance, steps=steps, threshold=threshold)
+        )
     return completed
+
+
+def model_sampling(
+    pipeline, sampler: str | None, guidance: float | None, steps: int | None
+) -> tuple[str, float, int]:
+    """The sampler, guidance weight and steps a call runs: those given, else the pipeline's
+    defaults (its folder's, e.g. ``lcm`` at 4 steps for a consistency model), else dpmpp_2m at
+    w = 5 and 20 steps."""
+    sampler, guidance, _ = pipeline.sampling_settings(sampler, guidance)
+    if hasattr(pipeline, "sampling_steps"):
+        return sampler, guidance, pipeline.sampling_steps(steps)
+    return sampler, guidance, steps or 20
 
 
 def save_png(image: Image.Image, path: Path, settings: GenerationSettings | dict) -> None:

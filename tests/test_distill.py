@@ -456,6 +456,17 @@ def test_shipped_lcm_lora_generates_on_its_teacher_and_replays(
     (plain,) = (tmp_path / "w").glob("*.png")
     with Image.open(png) as first, Image.open(plain) as second:
         assert not np.array_equal(np.asarray(first), np.asarray(second))  # the adapter acted
+    from difflab.eval.shapes import load_suite
+
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text(json.dumps(load_suite()[0]) + "\n")
+    report = tmp_path / "lora.json"
+    scored = runner.invoke(app, ["eval", "shapes", "--lora", "tiny-lcm-lora", "--prompts",
+                                 str(suite), "--images-per-prompt", "1", "--out", str(report)])  # fmt: skip
+    assert scored.exit_code == 0, scored.output
+    generation = json.loads(report.read_text())["generation"]
+    assert generation == {"model": "tiny-teacher", "lora": "tiny-lcm-lora", "images_per_prompt": 1,
+                          "steps": 4, "sampler": "lcm", "guidance": 1.0, "seed": 0}  # fmt: skip
     with pytest.raises(FileNotFoundError, match="shipped LoRA adapters: tiny-lcm-lora"):
         difflab.zoo.load_pipeline("tiny-teacher", lora="no-such-lora")
     other = TextToImagePipeline(

@@ -138,6 +138,8 @@ def test_eval_shapes_with_a_model_generates_then_scores(tiny_pipeline_folder, tm
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert data["num_images"] == 4 and data["generation"]["steps"] == 2
+    # what it did not name is the model's default, recorded as it ran
+    assert (data["generation"]["sampler"], data["generation"]["guidance"]) == ("dpmpp_2m", 5.0)
     assert (tmp_path / "report-images" / "00001" / "1.png").is_file()
     result = runner.invoke(app, args)  # the image folder is not silently reused
     assert result.exit_code == 2 and "already holds files" in result.output

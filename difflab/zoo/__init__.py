@@ -168,17 +168,26 @@ def lora_teacher(name_or_path: str | Path) -> str | None:
     return lora_settings(resolve_lora(name_or_path)).get("teacher")
 
 
-def ship_lora(net, name: str, settings: dict, model_card: str, zoo_dir: Path = ZOO_DIR) -> Path:
-    """Store the LoRA adapter of ``net`` in the zoo as ``name``: fp16 safetensors in diffusers'
-    LoRA format (loaded back at the teacher's dtype), its settings and ``MODEL_CARD.md``,
-    replacing an existing one in a single rename."""
+def ship_lora(
+    net,
+    name: str,
+    settings: dict,
+    model_card: str,
+    zoo_dir: Path = ZOO_DIR,
+    adapter: str = "default",
+) -> Path:
+    """Store ``net``'s LoRA ``adapter`` in the zoo as ``name`` (as trained: ``"default"``;
+    attached by :func:`~difflab.distill.load_lcm_lora`: ``"lcm-lora"``): fp16 safetensors in
+    diffusers' LoRA format (loaded back at the teacher's dtype), its settings and
+    ``MODEL_CARD.md``, replacing an existing one in a single rename."""
     import torch
 
     from difflab.distill.lora import save_lora
 
     return save_lora(
-        net, zoo_dir / name, settings, dtype=torch.float16, extra={"MODEL_CARD.md": model_card}
-    )
+        net, zoo_dir / name, settings, adapter=adapter, dtype=torch.float16,
+        extra={"MODEL_CARD.md": model_card},
+    )  # fmt: skip
 
 
 def load_pipeline(name_or_path: str | Path = DEFAULT_MODEL, lora: str | Path | None = None):

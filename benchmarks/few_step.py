@@ -8,7 +8,8 @@ Writes docs/reports/few_step.md, .json and .png.
         --progressive runs/distill-progressive --lcm runs/distill-lcm/pipeline \\
         --lcm-lora runs/distill-lcm-lora/lora [--fid-images 1000] [--images-per-prompt 1]
 
-Methods whose model is not given are skipped. A smoke check on tiny folders (a few prompts, no
+Methods whose model is not given are skipped. ``--add`` merges a later call into the stored report
+(same settings): it measures the methods it is given and reuses the stored teacher rows. A smoke check on tiny folders (a few prompts, no
 FID) runs in seconds: ``--prompts 6 --fid-images 0 --report-dir /tmp/few_step``.
 
 Each cell is one call of difflab.eval.text_to_image.evaluate_text_to_image (the whole ShapesEval
@@ -65,7 +66,32 @@ def models(args) -> dict:
     return found
 
 
-def run_cells(args) -> list[dict]:
+# The settings every row of one report shares (checked by --add) and the order of its methods.
+SETTINGS = ("teacher", "guidance", "images_per_prompt", "prompts", "fid_images")
+METHODS = ("teacher (reference)", "teacher ddim", "teacher dpmpp_2m", "progressive", "LCM",
+           "LCM-LoRA")  # fmt: skip
+
+
+def stored_rows(args) -> tuple[list[dict], list[str]]:
+    """With ``--add``: the rows and commands of the stored report, whose settings must be this
+    call's (else the ratios would mix references); without it, none."""
+    path = Path(args.report_dir) / "few_step.json"
+    if not args.add or not path.is_file():
+        return [], []
+    stored = json.loads(path.read_text())
+    settings = {name: getattr(args, name) for name in SETTINGS}
+    if not isinstance(stored, dict) or stored.get("settings") != settings:
+        raise SystemExit(
+            f"--add merges rows measured alike, but {path} was written with settings "
+            f"{stored.get('settings') if isinstance(stored, dict) else 'unknown'} and this call "
+            f"has {settings}; rerun with those, or without --add to start a new report."
+        )
+    return stored["results"], stored.get("commands", [])
+
+
+def run_cells(args, kept: list[dict]) -> list[dict]:
+    """Measure every cell of the methods given, except the teacher's cells already in ``kept``
+    (a stored report being added to); ``kept`` rows of methods not measured now stay."""
     from difflab.eval.shapes import load_suite
     from difflab.eval.text_to_image import Reference, evaluate_text_to_image
 
@@ -75,7 +101,10 @@ def run_cells(args) -> list[dict]:
     loaders = models(args)
     cells = [(REFERENCE["method"], "teacher dpmpp_2m", REFERENCE["steps"])]
     cells += [(name, name, n) for name in loaders for n in args.steps]
-    results = []
+    stored_teacher = {(r["method"], r["steps"]) for r in kept if r["method"].startswith("teacher")}
+    cells = [c for c in cells if (c[0], c[2]) not in stored_teacher]
+    measured = {name for name in loaders if not name.startswith("teacher")}
+    results = [r for r in kept if r["method"] not in measured]
     for method, loader, steps in cells:
         pipeline = loaders[loader](steps)
         if pipeline is None:
@@ -97,6 +126,7 @@ def run_cells(args) -> list[dict]:
             f"{result['seconds_per_image']:.4f} s/image",
             flush=True,
         )
+    results.sort(key=lambda r: (METHODS.index(r["method"]), r["steps"]))
     add_ratios(results)
     return results
 
@@ -206,17 +236,24 @@ def plot(results: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def write_report(args, results: list[dict], costs: list[dict], seconds: float) -> Path:
+def write_report(
+    args, results: list[dict], costs: list[dict], commands: list[str], seconds: float
+) -> Path:
     out = Path(args.report_dir)
     out.mkdir(parents=True, exist_ok=True)
     plot(results, out / "few_step.png")
-    stored = {"results": results, "targets": target_rows(results), "costs": costs}
+    stored = {
+        "settings": {name: getattr(args, name) for name in SETTINGS}, "commands": commands,
+        "results": results, "targets": target_rows(results), "costs": costs,
+    }  # fmt: skip
     (out / "few_step.json").write_text(json.dumps(stored, indent=1) + "\n")
     nan = float("nan")
     lines = [
         "# Few-step generation: distilled students against their teacher",
         "",
-        f"Command: `python {shlex.join(sys.argv)}`  ",
+        "Commands (rows of later ones replace the methods they measure): "
+        + "; ".join(f"`{c}`" for c in commands)
+        + "  ",
         f"Machine: {machine()}  ",
         f"Date: {datetime.date.today().isoformat()}; total time {seconds / 60:.1f} min.",
         "",
@@ -305,12 +342,25 @@ def main() -> None:
     parser.add_argument("--fid-images", type=int, default=1000, help="0 skips FID")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--report-dir", default=str(ROOT / "docs" / "reports"))
+    parser.add_argument(
+        "--add", action="store_true",
+        help="merge into the stored report: measure the methods given, reuse its teacher rows "
+        "and keep its other methods' rows (same settings required); for models that finish "
+        "training at different times",
+    )  # fmt: skip
     args = parser.parse_args()
     began = time.perf_counter()
-    results = run_cells(args)
+    kept, commands = stored_rows(args)
+    results = run_cells(args, kept)
     print_ratios(results)
-    costs = distillation_costs(args)
-    print(f"wrote {write_report(args, results, costs, time.perf_counter() - began)}")
+    stored_costs = {}
+    if args.add:
+        path = Path(args.report_dir) / "few_step.json"
+        stored_costs = {c["method"]: c for c in json.loads(path.read_text()).get("costs", [])}
+    costs = list({**stored_costs, **{c["method"]: c for c in distillation_costs(args)}}.values())
+    commands = [*commands, f"python {shlex.join(sys.argv)}"]
+    report = write_report(args, results, costs, commands, time.perf_counter() - began)
+    print(f"wrote {report}")
 
 
 if __name__ == "__main__":

@@ -107,3 +107,24 @@ def test_few_step_report_checks_the_targets_and_reads_the_distillation_costs(tmp
         few_step.targets_text(list(targets.values())) + few_step.costs_text(costs.values())
     )
     assert "| LCM | 0.97 | 0.95 | yes | yes | yes |" in text and "guidance 100, steps-2 50" in text
+
+
+def test_few_step_add_refuses_a_report_measured_with_other_settings(tmp_path, monkeypatch):
+    import json
+    from types import SimpleNamespace
+
+    import pytest
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    few_step = load("few_step")
+    settings = {"teacher": "t", "guidance": 5.0, "images_per_prompt": 2, "prompts": 0,
+                "fid_images": 1000}  # fmt: skip
+    rows = [{"method": "teacher (reference)", "steps": 50}]
+    (tmp_path / "few_step.json").write_text(
+        json.dumps({"settings": settings, "commands": ["first"], "results": rows})
+    )
+    args = SimpleNamespace(add=True, report_dir=str(tmp_path), **settings)
+    assert few_step.stored_rows(args) == (rows, ["first"])
+    assert few_step.stored_rows(SimpleNamespace(**{**vars(args), "add": False})) == ([], [])
+    with pytest.raises(SystemExit, match="'images_per_prompt': 1"):
+        few_step.stored_rows(SimpleNamespace(**{**vars(args), "images_per_prompt": 1}))

@@ -68,6 +68,7 @@ def models(args) -> dict:
 
 # The settings every row of one report shares (checked by --add) and the order of its methods.
 SETTINGS = ("teacher", "guidance", "images_per_prompt", "prompts", "fid_images")
+METHOD_ARGS = {"progressive": "progressive", "LCM": "lcm", "LCM-LoRA": "lcm_lora"}
 METHODS = ("teacher (reference)", "teacher ddim", "teacher dpmpp_2m", "progressive", "LCM",
            "LCM-LoRA")  # fmt: skip
 
@@ -302,7 +303,7 @@ def targets_text(rows: list[dict]) -> list[str]:
     for r in rows:
         target = "-" if r["target"] is None else f"{r['target']:.2f}"
         lines.append(
-            f"| {r['method']} | {r['ratio']:.2f} | {target} | {_yes_no(r['met'])} | "
+            f"| {r['method']} | {r['ratio']:.3f} | {target} | {_yes_no(r['met'])} | "
             f"{_yes_no(r['beats_ddim_shapes'])} | {_yes_no(r['beats_ddim_fid'])} |"
         )
     return [*lines, ""]
@@ -354,9 +355,13 @@ def main() -> None:
     results = run_cells(args, kept)
     print_ratios(results)
     stored_costs = {}
-    if args.add:
+    if args.add:  # the costs of methods not measured now (a method measured now has its own)
         path = Path(args.report_dir) / "few_step.json"
-        stored_costs = {c["method"]: c for c in json.loads(path.read_text()).get("costs", [])}
+        measured = {name for name in ("progressive", "lcm", "lcm_lora") if getattr(args, name)}
+        stored_costs = {
+            c["method"]: c for c in json.loads(path.read_text()).get("costs", [])
+            if METHOD_ARGS[c["method"]] not in measured
+        }  # fmt: skip
     costs = list({**stored_costs, **{c["method"]: c for c in distillation_costs(args)}}.values())
     commands = [*commands, f"python {shlex.join(sys.argv)}"]
     report = write_report(args, results, costs, commands, time.perf_counter() - began)

@@ -106,7 +106,7 @@ def test_few_step_report_checks_the_targets_and_reads_the_distillation_costs(tmp
     text = "\n".join(
         few_step.targets_text(list(targets.values())) + few_step.costs_text(costs.values())
     )
-    assert "| LCM | 0.97 | 0.95 | yes | yes | yes |" in text and "guidance 100, steps-2 50" in text
+    assert "| LCM | 0.975 | 0.95 | yes | yes | yes |" in text and "guidance 100, steps-2 50" in text
 
 
 def test_few_step_add_refuses_a_report_measured_with_other_settings(tmp_path, monkeypatch):

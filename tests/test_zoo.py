@@ -9,15 +9,18 @@ import torch
 
 from difflab.zoo import list_models, load_pipeline
 
-SHIPPED = ("digits", "shapes-t2i", "shapes-t2i-small", "shapes-t2i-lcm")
+SHIPPED = ("digits", "shapes-t2i", "shapes-t2i-small", "shapes-t2i-lcm", "shapes-t2i-progressive")
+SHIPPED_LORAS = ("shapes-t2i-small-lcm-lora",)
 ZOO_LIMIT_BYTES = 60 * 2**20  # all shipped weights together
 
 
 def test_shipped_models_are_listed_with_cards_and_safetensors_only():
-    models = list_models()
-    assert set(SHIPPED) <= set(models)
+    from difflab.zoo import list_loras
+
+    models, loras = list_models(), list_loras()
+    assert set(SHIPPED) <= set(models) and set(SHIPPED_LORAS) <= set(loras)
     total = 0
-    for name, folder in models.items():
+    for name, folder in {**models, **loras}.items():
         card = (folder / "MODEL_CARD.md").read_text()
         assert re.search(r"difflab train \S+", card), f"{name}: card names no training command"
         weights = list(folder.rglob("*.safetensors"))
@@ -49,23 +52,31 @@ def test_a_shipped_name_wins_over_an_unrelated_local_folder(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize(
-    "model, steps, single_min, colors_min",
+    "model, lora, single_min, colors_min",
     [
         # cards: 0.946 / 1.000 (shapes-t2i) and 0.857 / 0.936 (small) on 4 images of every
         # suite prompt; one image of 14 + 26 prompts here gave 0.93 / 1.00 and 0.71 / 0.96
-        ("shapes-t2i", 20, 0.75, 0.9),
-        ("shapes-t2i-small", 20, 0.55, 0.8),
-        # the LCM at 4 steps: 0.64 / 0.65 here (its card: ShapesEval overall 70% of the teacher's)
-        ("shapes-t2i-lcm", 4, 0.45, 0.45),
+        ("shapes-t2i", None, 0.75, 0.9),
+        ("shapes-t2i-small", None, 0.55, 0.8),
+        # the distilled models at their own sampler and 4 steps (cards: ShapesEval overall 71%,
+        # 90% and 65% of the teacher's); here 0.71 / 0.46, 0.71 / 0.77 and 0.79 / 0.50
+        ("shapes-t2i-lcm", None, 0.5, 0.3),
+        ("shapes-t2i-progressive", None, 0.5, 0.55),
+        ("shapes-t2i-small", "shapes-t2i-small-lcm-lora", 0.55, 0.3),
     ],
 )
 def test_shapes_t2i_draws_single_objects_and_colours_as_its_card_says(
-    model, steps, single_min, colors_min
+    model, lora, single_min, colors_min
 ):
     from difflab.eval.shapes import load_suite
     from difflab.eval.text_to_image import evaluate_text_to_image
+    from difflab.generate import model_sampling
 
+    pipeline = load_pipeline(model, lora=lora)
+    sampler, guidance, steps = model_sampling(pipeline, None, None, None)
     suite = [e for e in load_suite() if e["tag"] in ("single_object", "colors")]
-    report = evaluate_text_to_image(load_pipeline(model), suite=suite[:40], steps=steps)
+    report = evaluate_text_to_image(
+        pipeline, suite=suite[:40], steps=steps, sampler=sampler, guidance=guidance
+    )
     tasks = report["shapes"]["tasks"]
     assert tasks["single_object"] >= single_min and tasks["colors"] >= colors_min, tasks

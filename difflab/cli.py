@@ -76,8 +76,8 @@ def generate(
         None,
         "--lora",
         help="Attach an LCM-LoRA adapter (shipped name or folder) to the model; it samples with "
-        "the adapter's defaults (the lcm sampler, guidance 1), e.g. --lora shapes-t2i-small-lcm-lora "
-        "--steps 4.",
+        "the adapter's defaults (the lcm sampler, 4 steps, guidance 1), e.g. --lora "
+        "shapes-t2i-small-lcm-lora.",
     ),
     num_images: int = typer.Option(1, "--num-images", "-n", help="Images per prompt."),
     steps: int = typer.Option(
@@ -324,15 +324,15 @@ def eval_shapes(
 
     from difflab.eval.shapes import format_report_table, load_suite, score_folder
 
-    if lora is not None and model is None:
-        from difflab.zoo import lora_teacher
-
-        model = lora_teacher(lora)
-    if images is None and model is None:
+    if images is None and model is None and lora is None:
         raise typer.BadParameter(
             "give --images DIR to score, or --model NAME to generate and score."
         )
     try:
+        if lora is not None and model is None:
+            from difflab.zoo import DEFAULT_MODEL, lora_teacher
+
+            model = lora_teacher(lora) or DEFAULT_MODEL
         if model is not None:
             from difflab.generate import generate_suite_folder, model_sampling
             from difflab.samplers import get_sampler

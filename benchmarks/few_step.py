@@ -8,9 +8,10 @@ Writes docs/reports/few_step.md, .json and .png.
         --progressive runs/distill-progressive --lcm runs/distill-lcm/pipeline \\
         --lcm-lora runs/distill-lcm-lora/lora [--fid-images 1000] [--images-per-prompt 1]
 
-Methods whose model is not given are skipped. ``--add`` merges a later call into the stored report
-(same settings): it measures the methods it is given and reuses the stored teacher rows. A smoke check on tiny folders (a few prompts, no
-FID) runs in seconds: ``--prompts 6 --fid-images 0 --report-dir /tmp/few_step``.
+Methods whose model is not given are skipped. ``--add`` merges a later call into the stored
+report (same settings): it measures the methods it is given and reuses the stored teacher rows. A
+smoke check on tiny folders (a few prompts, no FID) runs in seconds: ``--prompts 6 --fid-images 0
+--report-dir /tmp/few_step``.
 
 Each cell is one call of difflab.eval.text_to_image.evaluate_text_to_image (the whole ShapesEval
 suite, ``--images-per-prompt`` each, and ``--fid-images`` images prompted by the captions of the
@@ -73,12 +74,18 @@ METHODS = ("teacher (reference)", "teacher ddim", "teacher dpmpp_2m", "progressi
            "LCM-LoRA")  # fmt: skip
 
 
-def stored_rows(args) -> tuple[list[dict], list[str]]:
-    """With ``--add``: the rows and commands of the stored report, whose settings must be this
-    call's (else the ratios would mix references); without it, none."""
+def given_methods(args) -> set[str]:
+    """The distilled methods whose model this call names."""
+    return {method for method, name in METHOD_ARGS.items() if getattr(args, name)}
+
+
+def stored_report(args) -> dict:
+    """With ``--add``: the ``results``, ``commands`` and ``costs`` of the stored report, whose
+    settings must be this call's (else the ratios would mix references); without it, or before
+    a first report, none of each."""
     path = Path(args.report_dir) / "few_step.json"
     if not args.add or not path.is_file():
-        return [], []
+        return {"results": [], "commands": [], "costs": []}
     stored = json.loads(path.read_text())
     settings = {name: getattr(args, name) for name in SETTINGS}
     if not isinstance(stored, dict) or stored.get("settings") != settings:
@@ -87,7 +94,7 @@ def stored_rows(args) -> tuple[list[dict], list[str]]:
             f"{stored.get('settings') if isinstance(stored, dict) else 'unknown'} and this call "
             f"has {settings}; rerun with those, or without --add to start a new report."
         )
-    return stored["results"], stored.get("commands", [])
+    return {key: stored.get(key, []) for key in ("results", "commands", "costs")}
 
 
 def run_cells(args, kept: list[dict]) -> list[dict]:
@@ -104,7 +111,7 @@ def run_cells(args, kept: list[dict]) -> list[dict]:
     cells += [(name, name, n) for name in loaders for n in args.steps]
     stored_teacher = {(r["method"], r["steps"]) for r in kept if r["method"].startswith("teacher")}
     cells = [c for c in cells if (c[0], c[2]) not in stored_teacher]
-    measured = {name for name in loaders if not name.startswith("teacher")}
+    measured = given_methods(args)
     results = [r for r in kept if r["method"] not in measured]
     for method, loader, steps in cells:
         pipeline = loaders[loader](steps)
@@ -177,15 +184,10 @@ def target_rows(results: list[dict], steps: int = 4) -> list[dict]:
 def distillation_costs(args) -> list[dict]:
     """Training updates and wall minutes of each distillation, read from the ``results.json``
     its recipe wrote in the run folder (none for a shipped model given by name)."""
-    runs = []
-    if args.progressive:
-        runs.append(("progressive", Path(args.progressive)))
-    if args.lcm:
-        runs.append(("LCM", Path(args.lcm).parent))
-    if args.lcm_lora:
-        runs.append(("LCM-LoRA", Path(args.lcm_lora).parent))
     costs = []
-    for method, folder in runs:
+    for method in sorted(given_methods(args), key=METHODS.index):
+        given = Path(getattr(args, METHOD_ARGS[method]))
+        folder = given if method == "progressive" else given.parent  # a run, or its pipeline/lora
         path = folder / "results.json"
         if not path.is_file():
             continue
@@ -351,19 +353,13 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     began = time.perf_counter()
-    kept, commands = stored_rows(args)
-    results = run_cells(args, kept)
+    stored = stored_report(args)
+    results = run_cells(args, stored["results"])
     print_ratios(results)
-    stored_costs = {}
-    if args.add:  # the costs of methods not measured now (a method measured now has its own)
-        path = Path(args.report_dir) / "few_step.json"
-        measured = {name for name in ("progressive", "lcm", "lcm_lora") if getattr(args, name)}
-        stored_costs = {
-            c["method"]: c for c in json.loads(path.read_text()).get("costs", [])
-            if METHOD_ARGS[c["method"]] not in measured
-        }  # fmt: skip
-    costs = list({**stored_costs, **{c["method"]: c for c in distillation_costs(args)}}.values())
-    commands = [*commands, f"python {shlex.join(sys.argv)}"]
+    measured = given_methods(args)  # a method measured now brings its own cost (or none)
+    costs = [c for c in stored["costs"] if c["method"] not in measured]
+    costs = sorted(costs + distillation_costs(args), key=lambda c: METHODS.index(c["method"]))
+    commands = [*stored["commands"], f"python {shlex.join(sys.argv)}"]
     report = write_report(args, results, costs, commands, time.perf_counter() - began)
     print(f"wrote {report}")
 

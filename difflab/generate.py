@@ -1,9 +1,9 @@
 """Generate images to PNG files that carry their own recipe.
 
 Every PNG holds its prompt, model (and LoRA adapter), sampler, steps, guidance and seed in PNG
-text chunks, so
-:func:`settings_from_png` + :func:`generate_images` reproduce it bit for bit. Each image is
-sampled alone from its own seed, so it does not depend on the batch it was generated in.
+text chunks, so :func:`settings_from_png` + :func:`generate_images` reproduce it bit for bit.
+Each image is sampled alone from its own seed, so it does not depend on the batch it was
+generated in.
 
 Pixel-space models can also be steered by classifier guidance toward a noise-aware classifier's
 labels or by CLIP guidance toward the prompt, and have their x0 thresholded at every step (see
@@ -24,7 +24,7 @@ from PIL import Image, PngImagePlugin
 from tqdm.auto import tqdm
 
 from difflab import __version__
-from difflab.pipelines.text_to_image import image_grid, images_to_pil
+from difflab.pipelines.text_to_image import DEFAULT_STEPS, image_grid, images_to_pil
 
 METADATA_KEY = "difflab"
 
@@ -78,9 +78,9 @@ def model_sampling(
     defaults (its folder's, e.g. ``lcm`` at 4 steps for a consistency model), else dpmpp_2m at
     w = 5 and 20 steps."""
     sampler, guidance, _ = pipeline.sampling_settings(sampler, guidance)
-    if hasattr(pipeline, "sampling_steps"):
+    if hasattr(pipeline, "sampling_steps"):  # a folder that may name its steps
         return sampler, guidance, pipeline.sampling_steps(steps)
-    return sampler, guidance, steps or 20
+    return sampler, guidance, steps or DEFAULT_STEPS
 
 
 def save_png(image: Image.Image, path: Path, settings: GenerationSettings | dict) -> None:

@@ -124,7 +124,11 @@ def test_few_step_add_refuses_a_report_measured_with_other_settings(tmp_path, mo
         json.dumps({"settings": settings, "commands": ["first"], "results": rows})
     )
     args = SimpleNamespace(add=True, report_dir=str(tmp_path), **settings)
-    assert few_step.stored_rows(args) == (rows, ["first"])
-    assert few_step.stored_rows(SimpleNamespace(**{**vars(args), "add": False})) == ([], [])
+    nothing = {"results": [], "commands": [], "costs": []}
+    assert few_step.stored_report(args) == {"results": rows, "commands": ["first"], "costs": []}
+    assert few_step.stored_report(SimpleNamespace(**{**vars(args), "add": False})) == nothing
+    # a first --add, before any report: nothing stored yet (it measured everything, not crash)
+    first = SimpleNamespace(**{**vars(args), "report_dir": str(tmp_path / "new")})
+    assert few_step.stored_report(first) == nothing
     with pytest.raises(SystemExit, match="'images_per_prompt': 1"):
-        few_step.stored_rows(SimpleNamespace(**{**vars(args), "images_per_prompt": 1}))
+        few_step.stored_report(SimpleNamespace(**{**vars(args), "images_per_prompt": 1}))

@@ -84,8 +84,9 @@ def evaluate_text_to_image(
     """ShapesEval of the suite (default: the shipped one) and, with a ``reference``, FID and
     precision/recall (k = 3) of as many images prompted with the reference scenes' captions.
 
-    Returns ``{"shapes": {"overall", "overall_stderr", "tasks": {task: score}}, "fid", "kid", "kid_std",
-    "precision", "recall", "seconds_per_image", "num_images": {"shapes", "distribution"}}``.
+    Returns ``{"shapes": {"overall", "overall_stderr", "tasks": {task: score}}, "fid", "kid",
+    "kid_std", "precision", "recall", "seconds_per_image", "num_images": {"shapes",
+    "distribution"}}``.
     """
     suite = load_suite() if suite is None else suite
     images, indices, seconds = suite_images(

@@ -120,10 +120,10 @@ class TextToImagePipeline:
 
     ``defaults`` are the sampling settings a distilled model needs, used when a call names no
     sampler, guidance or steps: ``{"sampler": name, "sampler_options": {...}, "guidance": w,
-    "steps": n}`` (e.g. ``lcm`` for a latent consistency model, ``ddim`` with trailing spacing
-    and the 4 steps it was distilled for for a progressively distilled student; without
-    ``steps`` a call takes 20). They are stored in model_index.json under ``_difflab_sampling`` and
-    decide the scheduler plain diffusers gets (LCMScheduler for ``lcm``). Without them a call
+    "steps": n}`` (e.g. ``lcm`` for a latent consistency model; ``ddim`` with trailing spacing
+    at the 4 steps it was distilled for, for a progressively distilled student; without
+    ``steps`` a call takes 20). They are stored in model_index.json under ``_difflab_sampling``
+    and decide the scheduler plain diffusers gets (LCMScheduler for ``lcm``). Without them a call
     uses dpmpp_2m at guidance 5. A denoiser that takes the guidance weight as an input
     (``time_cond_proj_dim``, see :func:`~difflab.models.networks.guidance_embedding`) gets
     ``guidance`` that way instead of through classifier-free guidance.
@@ -409,8 +409,7 @@ class TextToImagePipeline:
         """Sample latents [N, C, h, w] (N = len(prompts) * num_images_per_prompt, grouped by
         prompt). ``guidance`` is the classifier-free guidance weight (1 = off); ``sampler``,
         ``guidance`` and the sampler's options default to :meth:`sampling_settings`, ``steps``
-        to :meth:`sampling_steps`. ``guide``
-        wraps the guided denoiser (:data:`difflab.guidance.Guide`; classifier / CLIP guidance
+        to :meth:`sampling_steps`. ``guide`` wraps the guided denoiser (:data:`difflab.guidance.Guide`; classifier / CLIP guidance
         and thresholding act on pixels, so give one to a pixel-space model); then a pixel
         model's implied x0 is thresholded: ``threshold`` None = the folder's default
         (:attr:`clip_sample`), ``"none"``, ``"static"`` or ``"dynamic"``."""

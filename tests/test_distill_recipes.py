@@ -78,6 +78,28 @@ def test_lcm_recipe_smoke_keeps_the_target_network_in_checkpoints(tiny_pipeline_
     assert lcm("a blue square", steps=4)[0].size == (32, 32)
 
 
+def test_lcm_recipe_starts_from_a_guidance_distilled_student(tiny_pipeline_folder, tmp_path):
+    options = "start_steps = 2\nguidance_steps = 2\nguidance_embedding_dim = 16"
+    run_recipe(recipe(tmp_path, "progressive", tiny_pipeline_folder, options), tmp_path / "pd")
+    start = tmp_path / "pd" / "guidance" / "pipeline"
+    path = recipe(tmp_path, "consistency", tiny_pipeline_folder, f'student_init = "{start}"')
+    run_recipe(path, tmp_path / "run")
+    lcm = TextToImagePipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    # the student keeps the start's v-prediction and w input, and samples as a consistency model
+    assert lcm.schedule.prediction_type == "v_prediction" and lcm.guidance_embedded
+    assert lcm.sampling_settings()[0] == "lcm"
+    assert lcm("a blue square", steps=2)[0].size == (32, 32)
+    # the teacher itself takes no w: not a student to start from; consistency training neither
+    no_w = recipe(tmp_path, "consistency", tiny_pipeline_folder,
+                  f'student_init = "{tiny_pipeline_folder}"')  # fmt: skip
+    with pytest.raises(ValueError, match="guidance weight as an input"):
+        run_recipe(no_w, tmp_path / "no_w")
+    ct = recipe(tmp_path, "consistency", tiny_pipeline_folder,
+                f'method = "train"\nstudent_init = "{start}"')  # fmt: skip
+    with pytest.raises(ValueError, match="use ct_init"):
+        run_recipe(ct, tmp_path / "ct")
+
+
 def test_consistency_training_recipe_smoke(tiny_pipeline_folder, tmp_path):
     path = recipe(tmp_path, "consistency", tiny_pipeline_folder, 'method = "train"\nloss = "huber"')
     assert run_recipe(path, tmp_path / "run")["steps"] == 2

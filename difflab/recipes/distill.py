@@ -24,6 +24,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from difflab.data.shapes import ShapesDataset
 from difflab.distill.common import distillation_objective
 from difflab.distill.consistency import ConsistencyDistillation, TrainingCurriculum
@@ -79,6 +81,9 @@ class ConsistencyRecipe(DistillRecipe):
     loss: str = "l2"  # or "huber"
     huber_c: float = 0.001
     guidance_embedding_dim: int = 256
+    # distill: the student starts from this w-conditioned pipeline (a folder or shipped name,
+    # e.g. the guidance-distilled stage of distill-progressive) instead of the teacher
+    student_init: str = ""
     # consistency training (Song et al. 2023, App. C): N(k) from s0 + 1 to s1 + 1 grid points
     ct_s0: int = 2
     ct_s1: int = 150
@@ -233,8 +238,17 @@ def run_consistency(
     data = training_data(teacher, options, config.seed)
     empty = teacher.prompt_encoder([""], warn=False)
     distill = options.method == "distill"
+    schedule = teacher.schedule
+    if options.student_init and not distill:
+        raise ValueError(
+            "student_init starts a distillation from another student; consistency training "
+            '(method = "train") starts from the teacher or at random: use ct_init.'
+        )
+    if options.student_init:
+        student, schedule = initial_student(teacher, options.student_init)
     if distill:
-        student = with_guidance_input(teacher.unet, options.guidance_embedding_dim)
+        if not options.student_init:
+            student = with_guidance_input(teacher.unet, options.guidance_embedding_dim)
         curriculum, guidance_range = None, (options.guidance_min, options.guidance_max)
     else:
         student = copy.deepcopy(teacher.unet)
@@ -247,8 +261,8 @@ def run_consistency(
         )
         guidance_range = (1.0, 1.0)
     module = ConsistencyDistillation(
-        student.requires_grad_(True).train(), teacher.schedule,
-        teacher=teacher.unet if distill else None,
+        student.requires_grad_(True).train(), schedule,
+        teacher=teacher.unet if distill else None, teacher_schedule=teacher.schedule,
         num_intervals=options.num_intervals, curriculum=curriculum,
         target_decay=options.target_decay, timestep_scaling=options.timestep_scaling,
         loss=options.loss, huber_c=options.huber_c, empty=empty,
@@ -258,7 +272,7 @@ def run_consistency(
     defaults = lcm_defaults(sampling, None if distill else 1.0)
 
     def pipeline_of(model):
-        return student_pipeline(teacher, model.student, teacher.schedule, defaults, "lcm")
+        return student_pipeline(teacher, model.student, schedule, defaults, "lcm")
 
     sample_fn = grid_sample_fn(
         pipeline_of, steps=options.sample_steps,
@@ -277,6 +291,38 @@ def run_consistency(
         "train_seconds": result.total_seconds,
         "pipeline": str(out / "pipeline"),
     }
+
+
+def initial_student(teacher: TextToImagePipeline, name_or_folder: str):
+    """The ``student_init`` option: a copy of another w-conditioned denoiser of the teacher's
+    latent space and noise schedule to start consistency distillation from, and its schedule
+    (declaring its prediction type). Starting from a guidance-distilled student (Meng et al.
+    2023, stage 1; ``out/guidance/pipeline`` of distill-progressive) means the student's x0
+    estimate is already the guided one at every t, so the consistency targets need not carry
+    the guidance up the whole grid from t = 0 (the teacher itself with a zero-initialised w
+    input, the default, starts unguided)."""
+    from difflab.recipes.text_to_image import same_weights
+
+    start = load_teacher(name_or_folder)
+    same_vae = (start.vae is None) == (teacher.vae is None) and (
+        start.vae is None or same_weights(start.vae.state_dict(), teacher.vae.state_dict())
+    )
+    same_alphas = torch.allclose(
+        start.schedule.alphas_cumprod, teacher.schedule.alphas_cumprod, rtol=1e-4
+    )
+    if not (same_vae and same_alphas):
+        raise ValueError(
+            f"student_init = {name_or_folder!r} was trained on another latent space or noise "
+            "schedule than the teacher; start from a student of this teacher "
+            "(e.g. runs/distill-progressive/guidance/pipeline), or leave student_init empty."
+        )
+    if guidance_input_dim(start.unet) is None:
+        raise ValueError(
+            f"student_init = {name_or_folder!r} does not take the guidance weight as an input; "
+            "start from a guidance-distilled student (distill-progressive's "
+            "out/guidance/pipeline), or leave student_init empty to start from the teacher."
+        )
+    return copy.deepcopy(start.unet).float(), start.schedule
 
 
 # ---------------------------------------------------------------------------------------------

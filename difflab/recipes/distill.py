@@ -24,8 +24,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from difflab.data.shapes import ShapesDataset
 from difflab.distill.common import distillation_objective
 from difflab.distill.consistency import ConsistencyDistillation, TrainingCurriculum
@@ -234,20 +232,18 @@ def run_consistency(
     """Train the consistency model and save it to ``out/pipeline`` (LCMScheduler folder)."""
     if options.method not in ("distill", "train"):
         raise ValueError(f'unknown method {options.method!r}; use "distill" or "train".')
-    teacher = load_teacher(options.teacher)
-    data = training_data(teacher, options, config.seed)
-    empty = teacher.prompt_encoder([""], warn=False)
     distill = options.method == "distill"
-    schedule = teacher.schedule
     if options.student_init and not distill:
         raise ValueError(
             "student_init starts a distillation from another student; consistency training "
             '(method = "train") starts from the teacher or at random: use ct_init.'
         )
-    if options.student_init:
-        student, schedule = initial_student(teacher, options.student_init)
+    teacher = load_teacher(options.teacher)
+    schedule = teacher.schedule
     if distill:
-        if not options.student_init:
+        if options.student_init:
+            student, schedule = initial_student(teacher, options.student_init)
+        else:
             student = with_guidance_input(teacher.unet, options.guidance_embedding_dim)
         curriculum, guidance_range = None, (options.guidance_min, options.guidance_max)
     else:
@@ -260,6 +256,8 @@ def run_consistency(
             config.max_steps, options.ct_s0, options.ct_s1, options.ct_mu0
         )
         guidance_range = (1.0, 1.0)
+    data = training_data(teacher, options, config.seed)  # after the options are checked
+    empty = teacher.prompt_encoder([""], warn=False)
     module = ConsistencyDistillation(
         student.requires_grad_(True).train(), schedule,
         teacher=teacher.unet if distill else None, teacher_schedule=teacher.schedule,
@@ -301,16 +299,14 @@ def initial_student(teacher: TextToImagePipeline, name_or_folder: str):
     estimate is already the guided one at every t, so the consistency targets need not carry
     the guidance up the whole grid from t = 0 (the teacher itself with a zero-initialised w
     input, the default, starts unguided)."""
-    from difflab.recipes.text_to_image import same_weights
+    from difflab.recipes.text_to_image import same_latent_space, same_noise_levels
 
     start = load_teacher(name_or_folder)
-    same_vae = (start.vae is None) == (teacher.vae is None) and (
-        start.vae is None or same_weights(start.vae.state_dict(), teacher.vae.state_dict())
-    )
-    same_alphas = torch.allclose(
-        start.schedule.alphas_cumprod, teacher.schedule.alphas_cumprod, rtol=1e-4
-    )
-    if not (same_vae and same_alphas):
+    start_vae = None if start.vae is None else start.vae.state_dict()
+    if not (
+        same_latent_space(teacher.vae, start_vae)
+        and same_noise_levels(start.schedule, teacher.schedule)
+    ):
         raise ValueError(
             f"student_init = {name_or_folder!r} was trained on another latent space or noise "
             "schedule than the teacher; start from a student of this teacher "

@@ -370,9 +370,7 @@ def start_from_pipeline(denoiser, name_or_folder: str, vae, schedule) -> None:
             "...) to that model's."
         )
     init_vae = folder / "vae" / "diffusion_pytorch_model.safetensors"
-    if (vae is None) != (not init_vae.is_file()) or (
-        vae is not None and not same_weights(vae.state_dict(), load_file(init_vae))
-    ):
+    if not same_latent_space(vae, load_file(init_vae) if init_vae.is_file() else None):
         raise ValueError(
             f"init_from = {name_or_folder!r} was trained on another latent space than the "
             f"recipe's vae; set vae = {name_or_folder!r} in the recipe's [recipe] section "
@@ -380,8 +378,8 @@ def start_from_pipeline(denoiser, name_or_folder: str, vae, schedule) -> None:
         )
     config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     theirs = schedule_from_diffusers_config(config)
-    if theirs.prediction_type != schedule.prediction_type or not torch.allclose(
-        theirs.alphas_cumprod, schedule.alphas_cumprod, rtol=1e-4
+    if theirs.prediction_type != schedule.prediction_type or not same_noise_levels(
+        theirs, schedule
     ):
         raise ValueError(
             f"init_from = {name_or_folder!r} was trained with another noise schedule or "
@@ -390,6 +388,20 @@ def start_from_pipeline(denoiser, name_or_folder: str, vae, schedule) -> None:
             "beta_start, beta_end and prediction_type to those."
         )
     denoiser.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def same_latent_space(vae, stored: dict | None) -> bool:
+    """Whether a model whose VAE weights are ``stored`` (None: a pixel-space model) works in the
+    latent space of ``vae`` (None: pixel space): both pixel space, or the same VAE weights."""
+    if vae is None or stored is None:
+        return vae is None and stored is None
+    return same_weights(vae.state_dict(), stored)
+
+
+def same_noise_levels(a, b) -> bool:
+    """Whether two noise schedules have the same abar_t at every trained timestep (up to the
+    rounding of a stored config)."""
+    return torch.allclose(a.alphas_cumprod, b.alphas_cumprod, rtol=1e-4)
 
 
 def same_weights(ours: dict, stored: dict) -> bool:

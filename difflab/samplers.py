@@ -468,6 +468,9 @@ def sde(
     return x
 
 
+RENOISE = ("fresh", "ddim")  # the lcm sampler's re-noising: LCM's fresh noise, or MCM's DDIM
+
+
 def lcm(
     model: Model,
     schedule: NoiseSchedule,
@@ -478,6 +481,7 @@ def lcm(
     spacing: str | Sequence[int] = "lcm",
     original_steps: int = 50,
     timestep_scaling: float = 10.0,
+    renoise: str = "fresh",
     callback: Callable[[SamplerStep], None] | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
@@ -492,7 +496,15 @@ def lcm(
     (:func:`difflab.schedules.lcm_timesteps` on a solver grid of ``original_steps`` intervals,
     the grid the model was distilled on); other spacings and explicit sequences work as for the
     other samplers. With the same generator this equals diffusers' LCMScheduler step by step.
+
+    ``renoise = "ddim"`` re-noises deterministically instead, with the noise the step implies,
+    eps = (x_t - sqrt(abar_t) f) / sqrt(1 - abar_t): the sampler of multistep consistency models
+    (Heek et al. 2024, Alg. 1), whose f maps to the start of a segment by exactly that DDIM
+    jump (``segments`` of :class:`~difflab.distill.ConsistencyDistillation`); it is diffusers'
+    TCDScheduler with gamma = 0 (which also stops its last step at t = 0).
     """
+    if renoise not in RENOISE:
+        raise ValueError(f"unknown renoise {renoise!r}; use one of {', '.join(RENOISE)}.")
     if isinstance(spacing, str) and spacing == "lcm":
         _check_finite(x, "the starting tensor")
         spacing = lcm_timesteps(schedule, steps, original_steps).tolist()
@@ -501,8 +513,12 @@ def lcm(
         x0, _ = denoise(model, schedule, x, t)
         denoised = consistency_function(x, x0, t, timestep_scaling)
         if i < len(ts) - 1:
-            abar_prev = _alpha_bar(schedule, t_prev)
-            x = abar_prev**0.5 * denoised + (1 - abar_prev) ** 0.5 * _noise_like(x, generator)
+            abar, abar_prev = _alpha_bar(schedule, t), _alpha_bar(schedule, t_prev)
+            if renoise == "ddim":
+                noise = (x - abar**0.5 * denoised) / (1 - abar) ** 0.5
+            else:
+                noise = _noise_like(x, generator)
+            x = abar_prev**0.5 * denoised + (1 - abar_prev) ** 0.5 * noise
         else:
             x = denoised
         if callback is not None:

@@ -78,10 +78,13 @@ def test_few_step_report_checks_the_targets_and_reads_the_distillation_costs(tmp
 
     results = [row("teacher (reference)", 50, 0.40, 4.0), row("teacher ddim", 4, 0.30, 6.0),
                row("LCM", 4, 0.39, 5.0), row("progressive", 4, 0.35, 7.0),
-               row("LCM-LoRA", 4, 0.20, 5.5), row("LCM", 2, 0.30, 6.0)]  # fmt: skip
+               row("LCM-LoRA", 4, 0.20, 5.5), row("LCM", 2, 0.30, 6.0),
+               row("multistep CM", 4, 0.37, 5.2)]  # fmt: skip
     few_step.add_ratios(results)
     targets = {r["method"]: r for r in few_step.target_rows(results)}
-    assert set(targets) == {"LCM", "progressive", "LCM-LoRA"}  # 4-step rows of distilled models
+    # the 4-step rows of the distilled models; the multistep CM is held to the LCM's 95%
+    assert set(targets) == {"LCM", "progressive", "LCM-LoRA", "multistep CM"}
+    assert targets["multistep CM"]["target"] == 0.95 and not targets["multistep CM"]["met"]
     assert targets["LCM"]["ratio"] == 0.39 / 0.40 and targets["LCM"]["met"]  # 0.975 >= 0.95
     assert not targets["progressive"]["met"]  # 0.875 < 0.90
     assert targets["LCM-LoRA"]["target"] is None and targets["LCM-LoRA"]["met"] is None
@@ -98,7 +101,7 @@ def test_few_step_report_checks_the_targets_and_reads_the_distillation_costs(tmp
     (progressive / "results.json").write_text(json.dumps({"stages": stages}))
     (lcm / "results.json").write_text(json.dumps({"steps": 300, "train_seconds": 600.0}))
     args = SimpleNamespace(progressive=str(progressive), lcm=str(lcm / "pipeline"),
-                           lcm_lora="shapes-lora-by-name")  # fmt: skip
+                           lcm_lora="shapes-lora-by-name", multistep=None)  # fmt: skip
     costs = {c["method"]: c for c in few_step.distillation_costs(args)}
     assert set(costs) == {"progressive", "LCM"}  # a shipped name has no run folder to read
     assert (costs["progressive"]["updates"], costs["progressive"]["minutes"]) == (150, 1.5)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import LCMScheduler, StableDiffusionPipeline
+from diffusers import LCMScheduler, StableDiffusionPipeline, TCDScheduler
 from PIL import Image
 from test_diffusers_crosscheck import assert_same_steps, stand_in_model, start
 from train_tiny import one_thread  # noqa: F401 (autouse fixture)
@@ -25,6 +25,7 @@ from difflab.distill import (
     truncated_snr_weight,
     unload_lcm_lora,
 )
+from difflab.distill.consistency import CLEAN, segment_edges, segment_target
 from difflab.distill.progressive import round_grid
 from difflab.models.networks import (
     call_denoiser,
@@ -221,6 +222,98 @@ def test_lcm_sampler_matches_diffusers_lcm_scheduler(prediction_type, steps):
         start(),
         torch.Generator().manual_seed(4),
     )
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("steps", [2, 4, 8])
+def test_deterministic_consistency_sampler_matches_diffusers_tcd_at_gamma_0(prediction_type, steps):
+    """renoise = "ddim" (multistep consistency sampling, Heek et al. 2024) re-noises with the
+    noise the step implies - TCDScheduler with gamma (eta) = 0, step for step; TCD's last step
+    stops at t = 0 instead of returning the clean estimate, so the comparison ends before it."""
+    schedule = make_schedule("scaled_linear", 1000, prediction_type=prediction_type, **SD)
+    reference = TCDScheduler(**SD, beta_schedule="scaled_linear", prediction_type=prediction_type)
+    reference.alphas_cumprod = schedule.alphas_cumprod.clone()
+    model, states = stand_in_model(schedule), []
+    samplers.lcm(model, schedule, start(), steps, renoise="ddim",
+                 callback=lambda step: states.append(step.x.clone()))  # fmt: skip
+    visited = lcm_timesteps(schedule, steps).tolist()
+    reference.set_timesteps(timesteps=visited)
+    assert reference.timesteps.tolist() == visited
+    current = start()
+    for i, t in enumerate(visited[:-1]):
+        t_batch = torch.full((current.shape[0],), t, dtype=torch.long)
+        theirs = reference.step(model(current, t_batch), t, current, eta=0.0).prev_sample
+        assert torch.allclose(states[i], theirs, atol=1e-5, rtol=1e-5), (
+            (states[i] - theirs).abs().max()
+        )
+        current = states[i]
+    fresh = samplers.lcm(model, schedule, start(), steps, torch.Generator().manual_seed(0))
+    assert not torch.allclose(fresh, states[-1], atol=1e-3)  # LCM's fresh noise is another path
+    with pytest.raises(ValueError, match="unknown renoise 'sde'"):
+        samplers.lcm(model, schedule, start(), steps, renoise="sde")
+
+
+# ---- multistep consistency (Heek et al. 2024) ----------------------------------------------------
+
+
+def test_segment_edges_are_the_next_timestep_that_sampling_visits():
+    schedule = make_schedule("scaled_linear", 1000, **SD)
+    grid = solver_timesteps(schedule, 50)
+    assert torch.all(segment_edges(schedule, 50, 1) == CLEAN)  # one segment: LCM, to the data
+    visited = lcm_timesteps(schedule, 4).tolist()
+    assert visited == [999, 759, 499, 259]
+    edges = segment_edges(schedule, 50, 4)
+    for t, edge in zip(grid.tolist(), edges.tolist(), strict=True):
+        below = [v for v in visited if v < t]
+        assert edge == (max(below) if below else CLEAN), (t, edge)
+    assert edges[grid == 759].item() == 499 and edges[grid == 779].item() == 759
+
+
+@pytest.mark.parametrize("t,t_prev,t_edge", [(999, 979, 759), (600, 580, 499), (519, 499, 499),
+                                             (200, 180, CLEAN)])  # fmt: skip
+def test_segment_target_is_the_x0_whose_ddim_jump_lands_on_the_target_networks_edge_point(
+    t, t_prev, t_edge
+):
+    schedule = make_schedule("scaled_linear", 1000, **SD)
+    z, z_prev, x0_prev = start(1), start(2), start(3)
+    t, t_prev, t_edge = (torch.full((z.shape[0],), v) for v in (t, t_prev, t_edge))
+    target = segment_target(schedule, z, t, z_prev, t_prev, x0_prev, t_edge)
+
+    def jump(x0, z_from, t_from):  # one DDIM step with the given x0 estimate to the edge
+        return samplers.ddim_step(lambda x, s: x0, sample_schedule, z_from, t_from, t_edge)
+
+    sample_schedule = make_schedule("scaled_linear", 1000, prediction_type="sample", **SD)
+    assert torch.allclose(jump(target, z, t), jump(x0_prev, z_prev, t_prev), atol=1e-9)
+    if t_edge[0] == CLEAN:  # the last segment: the LCM target itself
+        assert torch.allclose(target, x0_prev, atol=1e-12)
+    # on an exact trajectory (one x0, one noise) the target is that x0
+    x0, noise = start(4), start(5)
+    exact = segment_target(schedule, q_sample(x0, t, schedule, noise), t,
+                           q_sample(x0, t_prev, schedule, noise), t_prev, x0, t_edge)  # fmt: skip
+    assert torch.allclose(exact, x0, atol=1e-8)
+
+
+def test_multistep_consistency_loss_on_the_last_segment_is_the_lcm_loss():
+    schedule = make_schedule("scaled_linear", 1000, **SD)
+    x0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    context = torch.randn(2, 8, 384, generator=torch.Generator().manual_seed(2))
+    scale = torch.full((2,), 4.0)
+    teacher, empty = tiny_unet(), torch.zeros(1, 8, 384)
+
+    def loss(segments, n):
+        module = ConsistencyDistillation(w_conditioned(), schedule, teacher=teacher, empty=empty,
+                                         segments=segments)  # fmt: skip
+        with torch.no_grad():
+            return module(x0, context, torch.full((2,), (n + 0.5) / 50), noise, scale)
+
+    assert loss(4, 5) == loss(1, 5)  # grid[6] = 119 lies in the last segment, which ends at 0
+    assert not torch.isclose(loss(4, 30), loss(1, 30))  # grid[31] = 619 maps to 499, not to 0
+    with pytest.raises(ValueError, match="1 to num_intervals = 50 segments"):
+        ConsistencyDistillation(tiny_unet(), schedule, segments=51)
+    with pytest.raises(ValueError, match="consistency training"):
+        ConsistencyDistillation(tiny_unet(), schedule, segments=4,
+                                curriculum=TrainingCurriculum(100))  # fmt: skip
 
 
 # ---- a latent consistency model's folder: defaults, plain diffusers, the CLI --------------------

@@ -34,6 +34,8 @@ def test_shipped_distillation_recipes_parse():
     kinds = {
         "distill-progressive": "progressive",
         "distill-lcm": "consistency",
+        "distill-lcm-guided": "consistency",
+        "distill-multistep-consistency": "consistency",
         "distill-lcm-lora": "lcm_lora",
         "consistency-training": "consistency",
     }
@@ -98,6 +100,25 @@ def test_lcm_recipe_starts_from_a_guidance_distilled_student(tiny_pipeline_folde
                 f'method = "train"\nstudent_init = "{start}"')  # fmt: skip
     with pytest.raises(ValueError, match="use ct_init"):
         run_recipe(ct, tmp_path / "ct")
+
+
+def test_multistep_consistency_recipe_smoke_samples_deterministically(
+    tiny_pipeline_folder, tmp_path
+):
+    options = "guidance_embedding_dim = 16\nsegments = 2"
+    figures = run_recipe(recipe(tmp_path, "consistency", tiny_pipeline_folder, options),
+                         tmp_path / "run")  # fmt: skip
+    assert figures["steps"] == 2 and figures["method"].startswith("Heek et al. 2024")
+    model = TextToImagePipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    sampler, _, sampler_options = model.sampling_settings()
+    assert sampler == "lcm" and sampler_options["renoise"] == "ddim"
+    assert model("a blue square", steps=2)[0].size == (32, 32)
+    # consistency training has no fixed segment edges; each segment needs a solver step
+    for bad, message in [('method = "train"\nsegments = 2', "use segments = 1"),
+                         ("segments = 51", "1 to num_intervals = 50 segments")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            run_recipe(recipe(tmp_path, "consistency", tiny_pipeline_folder, bad), tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # refused before any work
 
 
 def test_consistency_training_recipe_smoke(tiny_pipeline_folder, tmp_path):

@@ -18,6 +18,12 @@ of a trajectory (Luo et al. 2023, Eq. 9 / Song et al. 2023, Eq. 10):
   sigma_{t_n} z with the same data x and noise z that made z_{t_{n+1}} (the one-sample estimate
   of the score), on a grid of N(k) points and a target decay mu(k) that grow during training
   (Appendix C);
+- **multistep consistency** (Heek et al. 2024, Alg. 2): with ``segments`` = S > 1 the ODE
+  time is cut into S segments at the timesteps that S-step sampling visits, and f maps a point
+  only to the start of its own segment (the point one deterministic DDIM jump with f's x0
+  reaches there), not to the clean end; the loss stays on x0, whose target is the x0 whose DDIM
+  jump from z_{t_{n+k}} lands where the target network's jump from z-hat_{t_n} lands
+  (:func:`segment_target`). S = 1 is LCM exactly; S = 4 is sampled in 4 deterministic steps;
 - **LCM-LoRA**: the student is the frozen teacher plus a LoRA adapter; the teacher is the same
   network with the adapter switched off, and the target is the online student without
   gradients (``target_decay = 0``, as the LCM-LoRA code does).
@@ -46,9 +52,82 @@ from difflab.distill.common import (
     pseudo_huber,
 )
 from difflab.samplers import ddim_step, denoise
-from difflab.schedules import NoiseSchedule, consistency_function, solver_timesteps
+from difflab.schedules import (
+    NoiseSchedule,
+    consistency_function,
+    lcm_timesteps,
+    solver_timesteps,
+)
 
 LOSSES = ("l2", "huber")
+CLEAN = -1  # the timestep index of the clean end of the ODE (as ddim_step's t_next)
+
+
+def check_segments(segments: int, num_intervals: int, fixed_grid: bool = True) -> None:
+    """Multistep consistency needs 1 <= S <= N segments on a fixed solver grid of N intervals
+    (each segment holds at least one solver step); consistency training's growing grid has no
+    fixed segment edges, so it takes S = 1 only."""
+    if not isinstance(segments, int) or not 1 <= segments <= num_intervals:
+        raise ValueError(
+            f"multistep consistency takes 1 to num_intervals = {num_intervals} segments (each "
+            f"needs a solver step), got segments = {segments!r}."
+        )
+    if segments > 1 and not fixed_grid:
+        raise ValueError(
+            "segments > 1 (multistep consistency) needs distillation's fixed solver grid; "
+            "consistency training (method = 'train') grows its grid, so use segments = 1."
+        )
+
+
+def segment_edges(schedule: NoiseSchedule, num_intervals: int, segments: int) -> torch.Tensor:
+    """For every entry of the solver grid (:func:`~difflab.schedules.solver_timesteps`), the
+    lower edge of its segment in multistep consistency (Heek et al. 2024, Sec. 3): the largest
+    timestep below it that ``segments``-step sampling (:func:`~difflab.schedules.lcm_timesteps`)
+    visits, or ``CLEAN`` (-1) where there is none - the last segment ends at the data, as in
+    one-segment consistency models. Returns a long tensor shaped like the grid."""
+    grid = solver_timesteps(schedule, num_intervals)
+    tops = lcm_timesteps(schedule, segments, num_intervals)[1:]  # the timesteps after the first
+    edges = torch.full_like(grid, CLEAN)
+    for top in tops.tolist():
+        edges = torch.where((grid > top) & (edges < top), torch.full_like(grid, top), edges)
+    return edges
+
+
+def segment_target(
+    schedule: NoiseSchedule,
+    z: torch.Tensor,
+    t: torch.Tensor,
+    z_prev: torch.Tensor,
+    t_prev: torch.Tensor,
+    x0_prev: torch.Tensor,
+    t_edge: torch.Tensor,
+) -> torch.Tensor:
+    """The x0 target of multistep consistency distillation (Heek et al. 2024, Alg. 2), per
+    sample. The target network's x0 estimate ``x0_prev`` at (``z_prev``, ``t_prev``) moves
+    z_prev by one DDIM jump to the segment edge ``t_edge`` (z_prev itself where t_prev is the
+    edge; x0_prev where the edge is ``CLEAN``); the target is the x0 whose DDIM jump from
+    (``z``, ``t``) lands on that same point: with r = sigma_e / sigma_t,
+    x0 = (z_e - r z) / (alpha_e - r alpha_t), which the jump x_e = alpha_e x0 + r (z - alpha_t x0)
+    solves for. On the last segment (edge CLEAN) it is x0_prev, the LCM target."""
+    alpha_bar = schedule.alphas_cumprod.to(z.device, torch.float64)
+
+    shape = (-1,) + (1,) * (z.dim() - 1)
+
+    def coefficients(steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        abar = torch.where(steps >= 0, alpha_bar[steps.clamp(min=0)], 1.0).view(shape)
+        return abar.sqrt(), (1 - abar).sqrt()
+
+    a_t, s_t = coefficients(t)
+    a_p, s_p = coefficients(t_prev)
+    a_e, s_e = coefficients(t_edge)
+    dtype = x0_prev.dtype
+    z, z_prev, x0_prev = z.double(), z_prev.double(), x0_prev.double()
+    on_edge = (t_prev == t_edge).view(a_t.shape)
+    eps_prev = (z_prev - a_p * x0_prev) / s_p
+    z_edge = torch.where(on_edge, z_prev, a_e * x0_prev + s_e * eps_prev)
+    ratio = s_e / s_t
+    target = (z_edge - ratio * z) / (a_e - ratio * a_t)
+    return target.to(dtype)
 
 
 @dataclass(frozen=True)
@@ -90,6 +169,9 @@ class ConsistencyDistillation(nn.Module):
         loss: ``"l2"`` or ``"huber"`` (pseudo-Huber with ``huber_c``).
         empty: the empty prompt's text states [1, L, D] (classifier-free guidance of the
             teacher).
+        segments: S of multistep consistency (Heek et al. 2024): f maps to the start of its
+            segment of the ODE; 1 = a consistency model / LCM. Sample with S steps of the
+            ``lcm`` sampler with ``renoise = "ddim"``.
     """
 
     def __init__(
@@ -106,6 +188,7 @@ class ConsistencyDistillation(nn.Module):
         loss: str = "l2",
         huber_c: float = 0.001,
         empty: torch.Tensor | None = None,
+        segments: int = 1,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -115,6 +198,8 @@ class ConsistencyDistillation(nn.Module):
         if teacher is not None and empty is None:
             raise ValueError("distilling a guided teacher needs the empty prompt's states.")
         solver_timesteps(schedule, num_intervals)  # validates the grid
+        check_segments(segments, num_intervals, fixed_grid=curriculum is None)
+        self.segments = segments
         self.student = student
         self.teacher = None if teacher is None else frozen(teacher)
         self.schedule = schedule
@@ -175,6 +260,11 @@ class ConsistencyDistillation(nn.Module):
                 z_prev = ddim_step(teacher, self.teacher_schedule, z, t_start, t_end)
             target_net = self.student if self.target is None else self.target
             target = self.consistency(target_net, z_prev, t_end, context, scale)
+            if self.segments > 1:  # Heek et al. 2024, Alg. 2: to the start of the segment
+                edges = segment_edges(self.schedule, count, self.segments).to(x0.device)
+                target = segment_target(
+                    self.schedule, z, t_start, z_prev, t_end, target, edges[n + 1]
+                )
         if self.loss == "huber":
             return pseudo_huber(online, target, self.huber_c)
         return (online.float() - target.float()).pow(2).mean()

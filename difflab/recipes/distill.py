@@ -26,7 +26,11 @@ from pathlib import Path
 
 from difflab.data.shapes import ShapesDataset
 from difflab.distill.common import distillation_objective
-from difflab.distill.consistency import ConsistencyDistillation, TrainingCurriculum
+from difflab.distill.consistency import (
+    ConsistencyDistillation,
+    TrainingCurriculum,
+    check_segments,
+)
 from difflab.distill.lora import AdapterFreeView, add_lora, save_lora
 from difflab.distill.progressive import ProgressiveDistillation, halving_rounds, student_schedule
 from difflab.models.networks import guidance_input_dim, parameter_count, with_guidance_input
@@ -40,6 +44,7 @@ PROGRESSIVE_DEFAULTS = {"sampler": "ddim", "sampler_options": {"spacing": "trail
 CITATIONS = {
     "progressive": "Salimans & Ho 2022, Alg. 2; Meng et al. 2023 (guidance distillation)",
     "consistency": "Luo et al. 2023 (LCM), Alg. 1; Song et al. 2023",
+    "multistep_consistency": "Heek et al. 2024 (multistep consistency), Alg. 2; Luo et al. 2023",
     "consistency_training": "Song et al. 2023, Alg. 3",
     "lcm_lora": "Luo et al. 2023b (LCM-LoRA)",
 }
@@ -79,6 +84,9 @@ class ConsistencyRecipe(DistillRecipe):
     loss: str = "l2"  # or "huber"
     huber_c: float = 0.001
     guidance_embedding_dim: int = 256
+    # multistep consistency (Heek et al. 2024): f maps to the start of one of this many
+    # segments of the ODE and is sampled deterministically in as many steps; 1 = LCM
+    segments: int = 1
     # distill: the student starts from this w-conditioned pipeline (a folder or shipped name,
     # e.g. the guidance-distilled stage of distill-progressive) instead of the teacher
     student_init: str = ""
@@ -138,17 +146,17 @@ def student_pipeline(teacher, unet, schedule, defaults: dict, name: str) -> Text
     )
 
 
-def lcm_defaults(options, guidance: float | None = None) -> dict:
+def lcm_defaults(options, guidance: float | None = None, segments: int = 1) -> dict:
     """The sampling defaults of a consistency model: the ``lcm`` sampler on its solver grid, at
-    the step count its training grids were sampled with (``sample_steps``, 4)."""
-    defaults = {
-        "sampler": "lcm",
-        "sampler_options": {
-            "original_steps": options.num_intervals,
-            "timestep_scaling": options.timestep_scaling,
-        },
-        "steps": options.sample_steps,
+    the step count its training grids were sampled with (``sample_steps``, 4); a multistep
+    consistency model (``segments`` > 1) re-noises by its DDIM jumps (``renoise = "ddim"``)."""
+    sampler_options = {
+        "original_steps": options.num_intervals,
+        "timestep_scaling": options.timestep_scaling,
     }
+    if segments > 1:
+        sampler_options["renoise"] = "ddim"
+    defaults = {"sampler": "lcm", "sampler_options": sampler_options, "steps": options.sample_steps}
     return defaults if guidance is None else {**defaults, "guidance": guidance}
 
 
@@ -238,6 +246,7 @@ def run_consistency(
             "student_init starts a distillation from another student; consistency training "
             '(method = "train") starts from the teacher or at random: use ct_init.'
         )
+    check_segments(options.segments, options.num_intervals, fixed_grid=distill)
     teacher = load_teacher(options.teacher)
     schedule = teacher.schedule
     if distill:
@@ -263,11 +272,11 @@ def run_consistency(
         teacher=teacher.unet if distill else None, teacher_schedule=teacher.schedule,
         num_intervals=options.num_intervals, curriculum=curriculum,
         target_decay=options.target_decay, timestep_scaling=options.timestep_scaling,
-        loss=options.loss, huber_c=options.huber_c, empty=empty,
+        loss=options.loss, huber_c=options.huber_c, empty=empty, segments=options.segments,
     )  # fmt: skip
     intervals = curriculum.points(config.max_steps) - 1 if curriculum else options.num_intervals
     sampling = dataclasses.replace(options, num_intervals=intervals)
-    defaults = lcm_defaults(sampling, None if distill else 1.0)
+    defaults = lcm_defaults(sampling, None if distill else 1.0, options.segments)
 
     def pipeline_of(model):
         return student_pipeline(teacher, model.student, schedule, defaults, "lcm")
@@ -282,8 +291,11 @@ def run_consistency(
     )  # fmt: skip
     final = pipeline_of(_final(result))
     final.save_pretrained(out / "pipeline", include_text_encoder=False)
+    method_key = "consistency_training" if not distill else "consistency"
+    if options.segments > 1:
+        method_key = "multistep_consistency"
     return {
-        "method": CITATIONS["consistency" if distill else "consistency_training"],
+        "method": CITATIONS[method_key],
         "parameters": parameter_count(final.unet),
         "steps": result.step,
         "train_seconds": result.total_seconds,

@@ -7,8 +7,8 @@ Writes docs/reports/few_step.md, .json and .png.
 
     python benchmarks/few_step.py --teacher shapes-t2i-small \\
         --progressive runs/distill-progressive --lcm runs/distill-lcm/pipeline \\
-        --lcm-lora runs/distill-lcm-lora/lora \
-        --multistep runs/distill-multistep-consistency/pipeline [--fid-images 1000] \
+        --lcm-lora runs/distill-lcm-lora/lora \\
+        --multistep runs/distill-multistep-consistency/pipeline [--fid-images 1000] \\
         [--images-per-prompt 1]
 
 Methods whose model is not given are skipped. ``--add`` merges a later call into the stored
@@ -272,8 +272,8 @@ def write_report(
         f"prompts x {args.images_per_prompt} "
         f"image(s)); FID on shapes-features against {args.fid_images} shapes validation renders "
         "(0: not measured). Guidance w: the teacher's classifier-free guidance weight, the "
-        "progressive student's, the LCM's and the multistep CM's input w; the LCM-LoRA distils one w and samples "
-        "without guidance. The teacher's DDIM visits the trailing grid (Lin et al. 2024), as the "
+        "progressive student's, the LCM's and the multistep CM's input w; the LCM-LoRA distils "
+        "one w and samples without guidance. The teacher's DDIM visits the trailing grid (Lin et al. 2024), as the "
         "progressive students do. Ratios: the cell's figure over the 50-step teacher's. 2 SE: twice "
         "the standard error of ShapesEval overall (binomial per task), the size of a difference "
         "that is not noise.",

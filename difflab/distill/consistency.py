@@ -109,24 +109,13 @@ def segment_target(
     (``z``, ``t``) lands on that same point: with r = sigma_e / sigma_t,
     x0 = (z_e - r z) / (alpha_e - r alpha_t), which the jump x_e = alpha_e x0 + r (z - alpha_t x0)
     solves for. On the last segment (edge CLEAN) it is x0_prev, the LCM target."""
-    alpha_bar = schedule.alphas_cumprod.to(z.device, torch.float64)
-
-    shape = (-1,) + (1,) * (z.dim() - 1)
-
-    def coefficients(steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        abar = torch.where(steps >= 0, alpha_bar[steps.clamp(min=0)], 1.0).view(shape)
-        return abar.sqrt(), (1 - abar).sqrt()
-
-    a_t, s_t = coefficients(t)
-    a_p, s_p = coefficients(t_prev)
-    a_e, s_e = coefficients(t_edge)
     dtype = x0_prev.dtype
     z, z_prev, x0_prev = z.double(), z_prev.double(), x0_prev.double()
-    on_edge = (t_prev == t_edge).view(a_t.shape)
-    eps_prev = (z_prev - a_p * x0_prev) / s_p
-    z_edge = torch.where(on_edge, z_prev, a_e * x0_prev + s_e * eps_prev)
-    ratio = s_e / s_t
-    target = (z_edge - ratio * z) / (a_e - ratio * a_t)
+    abar_t, abar_prev, abar_edge = (schedule.alpha_bar(s, like=z) for s in (t, t_prev, t_edge))
+    eps_prev = (z_prev - abar_prev.sqrt() * x0_prev) / (1 - abar_prev).sqrt()
+    z_edge = q_sample(x0_prev, t_edge, schedule, eps_prev)  # the DDIM jump; z_prev if on the edge
+    ratio = ((1 - abar_edge) / (1 - abar_t)).sqrt()
+    target = (z_edge - ratio * z) / (abar_edge.sqrt() - ratio * abar_t.sqrt())
     return target.to(dtype)
 
 
@@ -199,7 +188,8 @@ class ConsistencyDistillation(nn.Module):
             raise ValueError("distilling a guided teacher needs the empty prompt's states.")
         solver_timesteps(schedule, num_intervals)  # validates the grid
         check_segments(segments, num_intervals, fixed_grid=curriculum is None)
-        self.segments = segments
+        edges = segment_edges(schedule, num_intervals, segments) if segments > 1 else None
+        self.register_buffer("edges", edges, persistent=False)  # per solver-grid entry
         self.student = student
         self.teacher = None if teacher is None else frozen(teacher)
         self.schedule = schedule
@@ -260,10 +250,9 @@ class ConsistencyDistillation(nn.Module):
                 z_prev = ddim_step(teacher, self.teacher_schedule, z, t_start, t_end)
             target_net = self.student if self.target is None else self.target
             target = self.consistency(target_net, z_prev, t_end, context, scale)
-            if self.segments > 1:  # Heek et al. 2024, Alg. 2: to the start of the segment
-                edges = segment_edges(self.schedule, count, self.segments).to(x0.device)
+            if self.edges is not None:  # Heek et al. 2024, Alg. 2: to the start of the segment
                 target = segment_target(
-                    self.schedule, z, t_start, z_prev, t_end, target, edges[n + 1]
+                    self.schedule, z, t_start, z_prev, t_end, target, self.edges[n + 1]
                 )
         if self.loss == "huber":
             return pseudo_huber(online, target, self.huber_c)

@@ -291,9 +291,8 @@ def run_consistency(
     )  # fmt: skip
     final = pipeline_of(_final(result))
     final.save_pretrained(out / "pipeline", include_text_encoder=False)
-    method_key = "consistency_training" if not distill else "consistency"
-    if options.segments > 1:
-        method_key = "multistep_consistency"
+    method_key = "consistency" if distill else "consistency_training"
+    method_key = "multistep_consistency" if options.segments > 1 else method_key
     return {
         "method": CITATIONS[method_key],
         "parameters": parameter_count(final.unet),

@@ -92,7 +92,11 @@ def generate(
         None, help="Classifier-free guidance weight (1 = off); default: the model's own, else 5."
     ),
     seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
-    out: Path = typer.Option(Path("outputs"), help="Folder for the PNGs and grid.png."),
+    out: Path = typer.Option(
+        Path("outputs"),
+        help="Folder for the PNGs and grid.png; files already there are kept (numbering goes on "
+        "from the highest, the grid becomes grid-1.png, ...).",
+    ),
     from_png: Path = typer.Option(
         None, "--from-png", help="Reproduce a PNG written by this command, bit for bit."
     ),
@@ -179,7 +183,9 @@ def variations(
     sampler: str = typer.Option(None, help="Decoder sampler; default: the model's."),
     guidance: float = typer.Option(None, help="Decoder guidance weight; default: the model's."),
     seed: int = typer.Option(0, help="Seed of the first variation; variation k uses seed + k."),
-    out: Path = typer.Option(Path("outputs"), help="Folder for the PNGs and grid.png."),
+    out: Path = typer.Option(
+        Path("outputs"), help="Folder for the PNGs and grid.png (files already there are kept)."
+    ),
 ) -> None:
     """unCLIP image variations (DALL-E 2, Fig. 3): each image's CLIP image embedding, decoded
     from new seeds."""
@@ -203,7 +209,9 @@ def interpolate(
     sampler: str = typer.Option(None, help="Decoder sampler; default: the model's."),
     guidance: float = typer.Option(None, help="Decoder guidance weight; default: the model's."),
     seed: int = typer.Option(0, help="The decoder seed, the same for every point."),
-    out: Path = typer.Option(Path("outputs"), help="Folder for the PNGs and grid.png."),
+    out: Path = typer.Option(
+        Path("outputs"), help="Folder for the PNGs and grid.png (files already there are kept)."
+    ),
 ) -> None:
     """unCLIP interpolation (DALL-E 2, Fig. 4): decode slerp(z_a, z_b, theta) of the two images'
     CLIP image embeddings with the decoder seed fixed."""
@@ -336,16 +344,14 @@ def eval_shapes(
         if model is not None:
             from difflab.generate import generate_suite_folder, model_sampling
             from difflab.samplers import get_sampler
+            from difflab.storage import require_empty_folder
             from difflab.zoo import load_pipeline
 
             if sampler is not None:
                 get_sampler(sampler)
             if images is None:
                 images = str(Path(out).with_suffix("") if out else Path("shapes-eval")) + "-images"
-            if Path(images).exists() and any(Path(images).iterdir()):
-                raise ValueError(
-                    f"{images} already holds files; pass an empty or new --images folder."
-                )
+            require_empty_folder(images, "--images")
             pipeline = load_pipeline(model, lora=lora)
             sampler, guidance, steps = model_sampling(pipeline, sampler, guidance, steps)
             generate_suite_folder(
@@ -552,6 +558,18 @@ shapes_app = typer.Typer(
 app.add_typer(shapes_app, name="shapes")
 
 
+def _require_new_folder(out: str) -> None:
+    """Exit with an error (code 2) if ``out`` already holds files: the renders would replace
+    them."""
+    from difflab.storage import require_empty_folder
+
+    try:
+        require_empty_folder(out, "--out")
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
 @shapes_app.command("render")
 def shapes_render(
     out: str = typer.Option(
@@ -570,6 +588,7 @@ def shapes_render(
 
     from difflab.data.shapes import captions, render, sample_scene, save_png, scene_rng
 
+    _require_new_folder(out)  # its metadata.jsonl and PNGs would be replaced
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "metadata.jsonl", "w", encoding="utf-8") as metadata:
@@ -607,6 +626,7 @@ def shapes_suite(
     """Render ground-truth images of a ShapesEval suite in the layout `difflab eval shapes` reads."""
     from difflab.eval.shapes import render_suite_folder
 
+    _require_new_folder(out)  # its 00000/0.png, ... would be replaced
     written = render_suite_folder(out, prompts, images_per_prompt, size, seed)
     typer.echo(f"wrote {written} images to {out}")
 

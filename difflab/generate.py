@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from difflab import __version__
 from difflab.pipelines.text_to_image import DEFAULT_STEPS, image_grid, images_to_pil
+from difflab.storage import unused_path
 
 METADATA_KEY = "difflab"
 
@@ -210,20 +211,38 @@ def generate_images(
     return images
 
 
+def next_output_index(out: Path) -> int:
+    """The number the next generated PNG in ``out`` takes: one past the highest ``NNN-`` prefix
+    of the PNGs already there (0 for a new folder), so a second run adds to the folder."""
+    numbers = [
+        int(path.name.split("-", 1)[0])
+        for path in out.glob("*-*.png")
+        if path.name.split("-", 1)[0].isdigit()
+    ]
+    return max(numbers, default=-1) + 1
+
+
 def write_outputs(
     images: list[Image.Image], settings: list[GenerationSettings], out: Path
 ) -> list[Path]:
-    """Save each image as ``out/NNN-<prompt>.png`` (with metadata) and a ``grid.png``."""
+    """Save each image as ``out/NNN-<prompt>-seed<K>.png`` (with metadata) and, for more than
+    one, a grid (``grid.png``). Files already in ``out`` are kept: numbering continues from the
+    highest ``NNN`` there and the grid takes the first free name (``grid-1.png``, ...), so a
+    rerun, or ``--from-png`` into the folder that holds its source, adds files and replaces
+    none. Returns the image paths, then the grid's."""
     out.mkdir(parents=True, exist_ok=True)
+    first = next_output_index(out)
     paths = []
     for i, (image, s) in enumerate(zip(images, settings, strict=True)):
         name = s.prompt or s.classifier_guidance or "sample"
         slug = "".join(c if c.isalnum() else "-" for c in name.lower())[:48].strip("-")
-        path = out / f"{i:03d}-{slug}-seed{s.seed}.png"
+        path = unused_path(out / f"{first + i:03d}-{slug}-seed{s.seed}.png")
         save_png(image, path, s)
         paths.append(path)
     if len(images) > 1:
-        image_grid(images).save(out / "grid.png")
+        grid = unused_path(out / "grid.png")
+        image_grid(images).save(grid)
+        paths.append(grid)
     return paths
 
 
@@ -300,7 +319,10 @@ def write_variations(
     pipeline, model: str, paths: list[Path], num_images: int, out: Path, **options
 ) -> list[Path]:
     """unCLIP variations of each image file: ``out/<name>-var<k>.png`` (settings in their text
-    chunks) and ``grid.png`` (one row per input: the input, then its variations)."""
+    chunks) and ``grid.png`` (one row per input: the input, then its variations). A name already
+    taken in ``out`` gets the first free ``-1``, ``-2``, ... suffix instead, so the inputs (which
+    may lie in ``out``) and earlier outputs are kept. Returns the variations' paths, then the
+    grid's."""
     pipeline = _unclip(pipeline, model)
     size, channels = pipeline.clip.config.image_size, pipeline.clip.config.in_channels
     out.mkdir(parents=True, exist_ok=True)
@@ -310,19 +332,22 @@ def write_variations(
         made = images_to_pil(pipeline.variations(source, num_images, **options))
         rows.extend(images_to_pil(source.clamp(-1, 1)) + made)
         for k, image in enumerate(made):
-            target = out / f"{Path(path).stem}-var{k}.png"
+            target = unused_path(out / f"{Path(path).stem}-var{k}.png")
             record = {"variation_of": str(path), "model": model, "index": k, **options}
             save_png(image, target, record)
             written.append(target)
-    image_grid(rows, columns=num_images + 1).save(out / "grid.png")
-    return written
+    grid = unused_path(out / "grid.png")
+    image_grid(rows, columns=num_images + 1).save(grid)
+    return [*written, grid]
 
 
 def write_interpolation(
     pipeline, model: str, a: Path, b: Path, points: int, out: Path, **options
 ) -> list[Path]:
     """unCLIP interpolation from image ``a`` to image ``b``: ``out/interp-<k>.png`` and
-    ``grid.png`` (``a``, the ``points`` decodings, ``b``)."""
+    ``grid.png`` (``a``, the ``points`` decodings, ``b``), each under the first free name
+    (``interp-<k>-1.png``, ...) where ``out`` already holds one. Returns the decodings' paths,
+    then the grid's."""
     pipeline = _unclip(pipeline, model)
     size, channels = pipeline.clip.config.image_size, pipeline.clip.config.in_channels
     image_a, image_b = (read_image(p, size, channels) for p in (a, b))
@@ -330,11 +355,12 @@ def write_interpolation(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for k, image in enumerate(made):
-        target = out / f"interp-{k}.png"
+        target = unused_path(out / f"interp-{k}.png")
         record = {"interpolation": [str(a), str(b)], "model": model, "theta": k / (points - 1),
                   **options}  # fmt: skip
         save_png(image, target, record)
         written.append(target)
     ends = [images_to_pil(x.clamp(-1, 1))[0] for x in (image_a, image_b)]
-    image_grid([ends[0], *made, ends[1]], columns=points + 2).save(out / "grid.png")
-    return written
+    grid = unused_path(out / "grid.png")
+    image_grid([ends[0], *made, ends[1]], columns=points + 2).save(grid)
+    return [*written, grid]

@@ -3,7 +3,9 @@ sibling folder that then takes the target's place by rename (``os.replace`` is a
 file system), and an existing folder is replaced only when it is of the same kind.
 
 Shared by every ``save_*`` that writes a folder (feature networks, CLIP models, LoRA adapters,
-the zoo's pipelines); single files (checkpoints) use :mod:`difflab.train.checkpoint`.
+the zoo's pipelines); single files (checkpoints) use :mod:`difflab.train.checkpoint`. Commands
+that write images into a user's folder keep what is there: :func:`require_empty_folder` refuses a
+folder that already holds files, :func:`unused_path` picks a free name beside them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,26 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+
+def require_empty_folder(folder: str | Path | None, option: str) -> None:
+    """Refuse (ValueError naming ``option``) a ``folder`` that exists and holds files, so that
+    writing a fresh set of images into it cannot replace or mix with earlier ones."""
+    if folder is not None and Path(folder).is_dir() and any(Path(folder).iterdir()):
+        raise ValueError(f"{folder} already holds files; pass a new or empty {option} folder")
+    if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+        raise ValueError(f"{folder} is a file, not a folder; pass a new or empty {option} folder")
+
+
+def unused_path(path: Path) -> Path:
+    """``path`` if nothing is there yet, else the first free ``<stem>-<k><suffix>`` beside it
+    (k = 1, 2, ...): outputs are added to a folder, never written over a file already in it."""
+    k = 0
+    candidate = path
+    while candidate.exists():
+        k += 1
+        candidate = path.with_name(f"{path.stem}-{k}{path.suffix}")
+    return candidate
 
 
 def write_folder_atomically(

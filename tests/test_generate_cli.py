@@ -1,5 +1,6 @@
 """`difflab generate`, `models` and `export` as a user runs them."""
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -50,6 +51,49 @@ def test_generate_writes_pngs_with_settings_and_reproduces_them(tiny_pipeline_fo
     (reproduced,) = again.glob("*.png")
     assert Image.open(reproduced).tobytes() == Image.open(pngs[3]).tobytes()
     assert Image.open(pngs[2]).tobytes() != Image.open(pngs[3]).tobytes()
+
+
+def test_generate_adds_to_its_folder_and_replaces_nothing(tiny_pipeline_folder, tmp_path):
+    """A rerun into the same folder, and --from-png into the folder that holds its source, keep
+    every file already there: numbering goes on and the grid takes a free name."""
+    out = tmp_path / "out"
+    args = ["generate", "a red circle", "--model", str(tiny_pipeline_folder), "-n", "2",
+            "--steps", "2", "--sampler", "ddim", "--out", str(out)]  # fmt: skip
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert sorted(before) == ["000-a-red-circle-seed0.png", "001-a-red-circle-seed1.png",
+                              "grid.png"]  # fmt: skip
+    second = runner.invoke(app, [*args, "--seed", "5"])
+    assert second.exit_code == 0, second.output
+    assert {name: (out / name).read_bytes() for name in before} == before
+    made = sorted(set(path.name for path in out.iterdir()) - set(before))
+    assert made == ["002-a-red-circle-seed5.png", "003-a-red-circle-seed6.png", "grid-1.png"]
+    assert all(str(out / name) in second.output for name in made)  # the grid's too
+    source = out / "000-a-red-circle-seed0.png"
+    again = runner.invoke(app, ["generate", "--from-png", str(source), "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    (reproduced,) = set(out.iterdir()) - {out / name for name in [*before, *made]}
+    assert reproduced.name == "004-a-red-circle-seed0.png"
+    assert source.read_bytes() == before[source.name]
+    assert Image.open(reproduced).tobytes() == Image.open(source).tobytes()
+
+
+def test_unused_path_and_require_empty_folder(tmp_path):
+    from difflab.storage import require_empty_folder, unused_path
+
+    grid = tmp_path / "grid.png"
+    assert unused_path(grid) == grid
+    grid.write_bytes(b"x")
+    (tmp_path / "grid-1.png").write_bytes(b"y")
+    assert unused_path(grid) == tmp_path / "grid-2.png"
+    require_empty_folder(tmp_path / "new", "--out")  # missing: fine
+    (tmp_path / "empty").mkdir()
+    require_empty_folder(tmp_path / "empty", "--out")
+    with pytest.raises(ValueError, match="already holds files; pass a new or empty --out"):
+        require_empty_folder(tmp_path, "--out")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        require_empty_folder(grid, "--images")
 
 
 def test_generate_without_steps_takes_20_for_a_model_that_names_none(

@@ -295,6 +295,9 @@ def test_render_commands_write_images_with_their_parameters(tmp_path):
         assert (
             image.size == (16, 16) and json.loads(image.text["difflab"])["text"] == rows[1]["text"]
         )
+    result = runner.invoke(app, ["shapes", "render", "--out", str(tmp_path / "scenes")])
+    assert result.exit_code == 2 and "already holds files" in result.output
+    assert len(list((tmp_path / "scenes").glob("*.png"))) == 3  # refused, nothing replaced
     suite = tmp_path / "suite.jsonl"
     suite.write_text("".join(json.dumps(e) + "\n" for e in build_default_suite()[:3]))
     result = runner.invoke(

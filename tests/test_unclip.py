@@ -158,5 +158,14 @@ validation_captions = 2
                                  str(tmp_path / "interp")])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "interp" / "grid.png").size == (40, 8)
+    source = png.read_bytes()  # variations written beside their source keep it and each other
+    for _ in range(2):
+        result = runner.invoke(app, ["variations", str(png), "--model", folder, "-n", "1",
+                                     "--steps", "2", "--out", str(png.parent)])  # fmt: skip
+        assert result.exit_code == 0, result.output
+    assert png.read_bytes() == source
+    assert {p.name for p in png.parent.iterdir()} == {
+        png.name, f"{png.stem}-var0.png", f"{png.stem}-var0-1.png", "grid.png", "grid-1.png"
+    }  # fmt: skip
     result = runner.invoke(app, ["variations", str(png), "--model", str(tmp_path / "nope")])
     assert result.exit_code != 0

@@ -39,6 +39,7 @@ from difflab.data.shapes import (
 )
 from difflab.data.shapes_captions import Phrase, phrase_text
 from difflab.data.shapes_geometry import COLOURS
+from difflab.storage import require_empty_folder
 
 HESSEL_W = 2.5  # CLIPScore's rescaling weight (Hessel et al. 2021, Sec. 3)
 DEFAULT_CLIP = "shapes-clip"
@@ -311,8 +312,7 @@ def evaluate_clip_score(
         raise ValueError("give exactly one of --model (generate images) or --images DIR")
     if num_images is not None and num_images < 1:
         raise ValueError(f"--num-images must be at least 1, got {num_images}")
-    if save_images is not None and Path(save_images).exists() and any(Path(save_images).iterdir()):
-        raise ValueError(f"{save_images} already holds files; pass a new or empty --save-images")
+    require_empty_folder(save_images, "--save-images")
     if images is not None:
         from difflab.eval.distribution import count_folder_images
 

@@ -41,6 +41,7 @@ from difflab.eval.metrics import (
     kernel_inception_distance,
     precision_recall,
 )
+from difflab.storage import require_empty_folder
 
 __all__ = [
     "DEFAULT_FEATURES", "DEFAULT_NUM_IMAGES", "METRICS", "REFERENCES", "add_noise",
@@ -439,10 +440,7 @@ def evaluate_distribution(
     minimum = minimum_images(metric, dim, k)
     if n < minimum:
         raise _too_few(metric, n, minimum, str(features), dim)
-    if save_images is not None and Path(save_images).exists() and any(Path(save_images).iterdir()):
-        raise ValueError(
-            f"{save_images} already holds files; pass a new or empty --save-images folder"
-        )
+    require_empty_folder(save_images, "--save-images")
 
     # The evaluated set.
     if model is not None:

@@ -214,12 +214,8 @@ def generate_images(
 def next_output_index(out: Path) -> int:
     """The number the next generated PNG in ``out`` takes: one past the highest ``NNN-`` prefix
     of the PNGs already there (0 for a new folder), so a second run adds to the folder."""
-    numbers = [
-        int(path.name.split("-", 1)[0])
-        for path in out.glob("*-*.png")
-        if path.name.split("-", 1)[0].isdigit()
-    ]
-    return max(numbers, default=-1) + 1
+    prefixes = (path.name.split("-", 1)[0] for path in out.glob("*-*.png"))
+    return max((int(prefix) for prefix in prefixes if prefix.isdigit()), default=-1) + 1
 
 
 def write_outputs(
@@ -236,7 +232,7 @@ def write_outputs(
     for i, (image, s) in enumerate(zip(images, settings, strict=True)):
         name = s.prompt or s.classifier_guidance or "sample"
         slug = "".join(c if c.isalnum() else "-" for c in name.lower())[:48].strip("-")
-        path = unused_path(out / f"{first + i:03d}-{slug}-seed{s.seed}.png")
+        path = out / f"{first + i:03d}-{slug}-seed{s.seed}.png"  # free: its NNN is past all
         save_png(image, path, s)
         paths.append(path)
     if len(images) > 1:

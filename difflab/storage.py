@@ -20,10 +20,12 @@ from pathlib import Path
 def require_empty_folder(folder: str | Path | None, option: str) -> None:
     """Refuse (ValueError naming ``option``) a ``folder`` that exists and holds files, so that
     writing a fresh set of images into it cannot replace or mix with earlier ones."""
-    if folder is not None and Path(folder).is_dir() and any(Path(folder).iterdir()):
-        raise ValueError(f"{folder} already holds files; pass a new or empty {option} folder")
-    if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+    if folder is None or not Path(folder).exists():
+        return
+    if not Path(folder).is_dir():
         raise ValueError(f"{folder} is a file, not a folder; pass a new or empty {option} folder")
+    if any(Path(folder).iterdir()):
+        raise ValueError(f"{folder} already holds files; pass a new or empty {option} folder")
 
 
 def unused_path(path: Path) -> Path:

@@ -12,7 +12,10 @@ plot under docs/reports/:
     python benchmarks/sampling_sweeps.py --sweep guidance
 
 Every cell generates the ShapesEval suite (``--images-per-prompt`` each; ``--suite-stride K``
-keeps every K-th prompt, which keeps the task mix) and, for FID, KID and precision/recall,
+keeps every K-th prompt, which keeps the task mix; ``--suite-seed N`` swaps the shipped suite,
+seed 0, for the one :func:`difflab.eval.shapes.build_default_suite` draws from seed N - the
+same six tasks in the same numbers, other prompts and layouts - so that a setting can be chosen
+on held-out prompts and then measured once on the shipped suite) and, for FID, KID and precision/recall,
 ``--fid-images`` images prompted with the captions of the shapes validation scenes they are
 compared with (difflab.eval.text_to_image).
 
@@ -81,9 +84,26 @@ TABLE_HEAD = (
 
 def sweep_settings(args) -> dict:
     """What every cell of one sweep shares; ``--resume`` reuses cells only when these match."""
-    keys = ("sweep", "model", "images_per_prompt", "fid_images", "suite_stride", "seed")
-    fixed = ("guidance",) if args.sweep == "samplers" else ("sampler", "steps")
+    keys = ("sweep", "model", "images_per_prompt", "fid_images", "suite_stride", "suite_seed")
+    keys += ("seed",)
+    fixed = ("guidance",) if args.sweep == "samplers" else ("sampler", "steps", "weights")
     return {key: getattr(args, key) for key in keys + fixed}
+
+
+def sweep_suite(args) -> list[dict]:
+    """The prompts every cell generates: the shipped suite, or the held-out one of
+    ``--suite-seed`` (:func:`~difflab.eval.shapes.build_default_suite`), every
+    ``--suite-stride``-th entry."""
+    from difflab.eval.shapes import build_default_suite, load_suite
+
+    suite = build_default_suite(args.suite_seed) if args.suite_seed else load_suite()
+    return suite[:: args.suite_stride]
+
+
+def suite_name(args) -> str:
+    if args.suite_seed:
+        return f"the held-out suite of seed {args.suite_seed}, not the shipped one,"
+    return "the default suite"
 
 
 def partial_path(args) -> Path:
@@ -108,14 +128,13 @@ def run_cells(args, cells: list[dict], done: list[dict], seconds_before: float) 
     """Measure the cells not in ``done``, rewriting the partial file and the report after each."""
     import time
 
-    from difflab.eval.shapes import load_suite
     from difflab.eval.text_to_image import Reference, evaluate_text_to_image
     from difflab.zoo import load_pipeline
 
     began = time.perf_counter()
     pipeline = load_pipeline(args.model)
     reference = Reference.shapes(args.fid_images) if args.fid_images else None
-    suite = load_suite()[:: args.suite_stride]
+    suite = sweep_suite(args)
     results = list(done)
     for cell in cells:
         if any(all(r[k] == v for k, v in cell.items()) for r in results):
@@ -177,6 +196,15 @@ def plot_guidance(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     weights = [r["guidance"] for r in results]
+    if "fid" not in results[0]:  # --fid-images 0: fidelity only
+        fig, ax = plt.subplots(figsize=(5, 3.8))
+        ax.plot(weights, [r["shapes"]["overall"] for r in results], "o-")
+        ax.set_xlabel("guidance weight w")
+        ax.set_title("ShapesEval overall (higher is better)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        return
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     axes[0].plot(weights, [r["shapes"]["overall"] for r in results], "o-", label="ShapesEval")
     axes[0].plot(weights, [r["precision"] for r in results], "s-", label="precision")
@@ -265,10 +293,26 @@ def samplers_findings(results: list[dict], counts: dict) -> list[str]:
     return lines
 
 
-def guidance_findings(results: list[dict]) -> list[str]:
-    best_fid = min(results, key=lambda r: r["fid"])
+def guidance_findings(results: list[dict], counts: dict) -> list[str]:
     best_shapes = max(results, key=lambda r: r["shapes"]["overall"])
     first, last = results[0], results[-1]
+    fidelity = (
+        f"- Fidelity: ShapesEval overall goes from {first['shapes']['overall']:.3f} at w = "
+        f"{first['guidance']:g} to {last['shapes']['overall']:.3f} at w = {last['guidance']:g}; "
+        f"its maximum is {best_shapes['shapes']['overall']:.3f} at w = {best_shapes['guidance']:g}."
+    )
+    if "fid" not in first:  # --fid-images 0: how far the best weight stands above the others
+        lines = [fidelity]
+        for r in results:
+            if r is not best_shapes:
+                gap, noise = difference_and_noise(best_shapes, r, counts)
+                verdict = "beyond" if gap > noise else "within"
+                lines.append(
+                    f"- w = {best_shapes['guidance']:g} against w = {r['guidance']:g}: "
+                    f"{gap:+.3f} (2 SE = {noise:.3f}, {verdict} the noise)."
+                )
+        return lines
+    best_fid = min(results, key=lambda r: r["fid"])
     best_recall = max(results, key=lambda r: r["recall"])
     above = [r["recall"] for r in results if r["guidance"] >= best_recall["guidance"]]
     falls = (
@@ -277,9 +321,7 @@ def guidance_findings(results: list[dict]) -> list[str]:
     )  # fmt: skip
     gain = last["shapes"]["overall"] - best_recall["shapes"]["overall"]
     return [
-        f"- Fidelity: ShapesEval overall goes from {first['shapes']['overall']:.3f} at w = "
-        f"{first['guidance']:g} to {last['shapes']['overall']:.3f} at w = {last['guidance']:g}; "
-        f"its maximum is {best_shapes['shapes']['overall']:.3f} at w = {best_shapes['guidance']:g}.",
+        fidelity,
         f"- Diversity: recall goes from {first['recall']:.3f} to {last['recall']:.3f}, peaking at "
         f"{best_recall['recall']:.3f} at w = {best_recall['guidance']:g}; precision from "
         f"{first['precision']:.3f} to {last['precision']:.3f}.",
@@ -332,13 +374,18 @@ def write_report(args, results: list[dict], seconds: float, planned: int) -> Pat
             if len(results) < planned
             else []
         ),
-        f"Model `{args.model}`, {fixed}. ShapesEval on the default suite ("
+        f"Model `{args.model}`, {fixed}. ShapesEval on {suite_name(args)} ("
         + (f"one prompt in {args.suite_stride}, " if args.suite_stride > 1 else "")
         + f"{results[0]['num_images']['shapes'] // args.images_per_prompt} prompts x "
-        f"{args.images_per_prompt} image(s); task columns are the six GenEval tasks); FID, KID "
-        f"and precision/recall (k = 3) on shapes-features against {args.fid_images} shapes "
-        f"validation renders, with {args.fid_images} images prompted by their captions. s/image: "
-        "sampling and decoding time per image in batches of "
+        f"{args.images_per_prompt} image(s); task columns are the six GenEval tasks); "
+        + (
+            f"FID, KID and precision/recall (k = 3) on shapes-features against {args.fid_images} "
+            f"shapes validation renders, with {args.fid_images} images prompted by their "
+            "captions. "
+            if args.fid_images
+            else "FID, KID and precision/recall not measured (--fid-images 0). "
+        )
+        + "s/image: sampling and decoding time per image in batches of "
         f"{args.batch_size}, averaged over all images of the cell.",
         "",
         *(
@@ -359,14 +406,12 @@ def write_report(args, results: list[dict], seconds: float, planned: int) -> Pat
     for r in results:
         lines.append(f"| {r['sampler']} | {r['steps']} | {r['guidance']:g} | {row_cells(r)}")
     lines += ["", "## What the figures say", ""]
+    counts = Counter(e["tag"] for e in sweep_suite(args))
+    counts = {tag: n * args.images_per_prompt for tag, n in counts.items()}
     if args.sweep == "samplers":
-        from difflab.eval.shapes import load_suite
-
-        counts = Counter(e["tag"] for e in load_suite()[:: args.suite_stride])
-        counts = {tag: n * args.images_per_prompt for tag, n in counts.items()}
         lines += samplers_findings(results, counts)
     else:
-        lines += guidance_findings(results)
+        lines += guidance_findings(results, counts)
     return write_report_text(out_dir / f"{name}.md", lines)
 
 
@@ -384,6 +429,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--report-dir", default=str(ROOT / "docs" / "reports"))
     parser.add_argument("--suite-stride", type=int, default=1, help="every K-th suite prompt")
+    parser.add_argument(
+        "--suite-seed", type=int, default=0,
+        help="0: the shipped ShapesEval suite; N: the held-out suite drawn from seed N",
+    )  # fmt: skip
+    parser.add_argument(
+        "--weights", type=float, nargs="+", default=list(GUIDANCE_WEIGHTS),
+        help="guidance sweep: the weights w",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="keep the cells already measured")
     args = parser.parse_args()
@@ -409,7 +462,7 @@ def planned_cells(args) -> list[dict]:
             for n in SAMPLER_STEPS[s]
             if n <= args.max_steps
         ]
-    return [{"sampler": args.sampler, "steps": args.steps, "guidance": w} for w in GUIDANCE_WEIGHTS]
+    return [{"sampler": args.sampler, "steps": args.steps, "guidance": w} for w in args.weights]
 
 
 if __name__ == "__main__":

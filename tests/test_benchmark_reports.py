@@ -135,3 +135,31 @@ def test_few_step_add_refuses_a_report_measured_with_other_settings(tmp_path, mo
     assert few_step.stored_report(first) == nothing
     with pytest.raises(SystemExit, match="'images_per_prompt': 1"):
         few_step.stored_report(SimpleNamespace(**{**vars(args), "images_per_prompt": 1}))
+
+
+def test_guidance_sweep_on_a_held_out_suite_without_fid(tmp_path):
+    """``--suite-seed N`` draws other prompts with the shipped task mix, and a sweep without FID
+    (``--fid-images 0``) still writes its plot and says which weight wins beyond the noise."""
+    import argparse
+    from collections import Counter
+
+    sweeps = load("sampling_sweeps")
+    args = argparse.Namespace(suite_seed=0, suite_stride=1)
+    shipped = sweeps.sweep_suite(args)
+    args.suite_seed = 1
+    held_out = sweeps.sweep_suite(args)
+    assert Counter(e["tag"] for e in held_out) == Counter(e["tag"] for e in shipped)
+    assert [e["prompt"] for e in held_out] != [e["prompt"] for e in shipped]
+    assert "held-out suite of seed 1" in sweeps.suite_name(args)
+
+    def cell(w, overall):
+        return {"guidance": w, "shapes": {"overall": overall, "tasks": {"colors": overall}}}
+
+    counts = {"colors": 400}
+    results = [cell(3.0, 0.50), cell(5.0, 0.80), cell(7.5, 0.78)]
+    lines = sweeps.guidance_findings(results, counts)
+    assert lines[0].endswith("its maximum is 0.800 at w = 5.")
+    assert "w = 5 against w = 3: +0.300" in lines[1] and "beyond the noise" in lines[1]
+    assert "w = 5 against w = 7.5: +0.020" in lines[2] and "within the noise" in lines[2]
+    sweeps.plot_guidance(results, tmp_path / "g.png")
+    assert (tmp_path / "g.png").stat().st_size > 0

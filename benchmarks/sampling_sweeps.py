@@ -294,6 +294,12 @@ def samplers_findings(results: list[dict], counts: dict) -> list[str]:
 
 
 def guidance_findings(results: list[dict], counts: dict) -> list[str]:
+    if len(results) == 1:  # one --weights value: a measurement of the model, nothing to compare
+        (only,) = results
+        return [
+            f"- One weight measured: ShapesEval overall {only['shapes']['overall']:.3f} at w = "
+            f"{only['guidance']:g} (2 SE = {2 * overall_standard_error(only, counts):.3f})."
+        ]
     best_shapes = max(results, key=lambda r: r["shapes"]["overall"])
     first, last = results[0], results[-1]
     fidelity = (

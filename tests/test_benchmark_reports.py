@@ -1,12 +1,17 @@
 """Regenerating a benchmark report keeps the hand-written Reading section (benchmarks/report_text)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def load(name):
+    """A benchmark script as a module; its folder goes on sys.path first, as when it runs as a
+    script, so its imports of sibling modules (report_text, ...) resolve in any test order."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -161,5 +166,7 @@ def test_guidance_sweep_on_a_held_out_suite_without_fid(tmp_path):
     assert lines[0].endswith("its maximum is 0.800 at w = 5.")
     assert "w = 5 against w = 3: +0.300" in lines[1] and "beyond the noise" in lines[1]
     assert "w = 5 against w = 7.5: +0.020" in lines[2] and "within the noise" in lines[2]
+    (single,) = sweeps.guidance_findings(results[1:2], counts)  # one weight: nothing to compare
+    assert single.startswith("- One weight measured: ShapesEval overall 0.800 at w = 5 (2 SE = ")
     sweeps.plot_guidance(results, tmp_path / "g.png")
     assert (tmp_path / "g.png").stat().st_size > 0

@@ -35,6 +35,7 @@ def test_shipped_distillation_recipes_parse():
         "distill-progressive": "progressive",
         "distill-lcm": "consistency",
         "distill-lcm-guided": "consistency",
+        "distill-lcm-shapes-t2i": "consistency",
         "distill-multistep-consistency": "consistency",
         "distill-lcm-lora": "lcm_lora",
         "consistency-training": "consistency",

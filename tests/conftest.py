@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny random-initialised models (plumbing tests, not quality)."""
+"""Shared fixtures: tiny random-initialised models (plumbing tests, not quality), and a loader
+for the benchmark scripts."""
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +21,26 @@ def private_cache(tmp_path_factory):
     mp.setenv("DIFFLAB_CACHE", str(tmp_path_factory.mktemp("difflab-cache")))
     yield
     mp.undo()
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark(name)``: benchmarks/NAME.py as a module (benchmarks/ is not a package).
+    Its folder goes on sys.path first, as when the script runs, so its imports of sibling
+    modules (report_text, ...) resolve whatever tests ran before."""
+
+    def load(name: str):
+        if str(BENCHMARKS) not in sys.path:
+            sys.path.insert(0, str(BENCHMARKS))
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

@@ -1,25 +1,8 @@
 """Regenerating a benchmark report keeps the hand-written Reading section (benchmarks/report_text)."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load(name):
-    """A benchmark script as a module; its folder goes on sys.path first, as when it runs as a
-    script, so its imports of sibling modules (report_text, ...) resolve in any test order."""
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_rewriting_a_report_keeps_its_reading_and_flags_it(tmp_path):
-    write = load("report_text").write_report_text
+def test_rewriting_a_report_keeps_its_reading_and_flags_it(load_benchmark, tmp_path):
+    write = load_benchmark("report_text").write_report_text
     path = tmp_path / "r.md"
     write(path, ["# Sweep", "", "| 0.40 |"])
     assert path.read_text() == "# Sweep\n\n| 0.40 |\n"  # nothing to keep yet
@@ -38,7 +21,9 @@ def test_rewriting_a_report_keeps_its_reading_and_flags_it(tmp_path):
     assert path.read_text() == "# Sweep\n\n## Reading\n\n- new\n"
 
 
-def test_architecture_report_is_rewritten_from_its_json_with_loss_curves(tmp_path, monkeypatch):
+def test_architecture_report_is_rewritten_from_its_json_with_loss_curves(
+    load_benchmark, tmp_path, monkeypatch
+):
     import json
     import sys
 
@@ -60,7 +45,7 @@ def test_architecture_report_is_rewritten_from_its_json_with_loss_curves(tmp_pat
     (tmp_path / "unet_vs_dit.json").write_text(json.dumps(stored))
     argv = ["architectures.py", "--compare", "unet-dit", "--report-dir", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", [*argv, "--report-only"])
-    load("architectures").main()
+    load_benchmark("architectures").main()
     text = (tmp_path / "unet_vs_dit.md").read_text()
     assert "Command: `python benchmarks/architectures.py --compare unet-dit`" in text
     assert "(1.25x)" in text  # 100 / 80 images/s
@@ -70,12 +55,13 @@ def test_architecture_report_is_rewritten_from_its_json_with_loss_curves(tmp_pat
     assert (tmp_path / "unet_vs_dit.png").is_file()
 
 
-def test_few_step_report_checks_the_targets_and_reads_the_distillation_costs(tmp_path, monkeypatch):
+def test_few_step_report_checks_the_targets_and_reads_the_distillation_costs(
+    load_benchmark, tmp_path
+):
     import json
     from types import SimpleNamespace
 
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    few_step = load("few_step")
+    few_step = load_benchmark("few_step")
 
     def row(method, steps, shapes, fid):
         return {"method": method, "steps": steps, "shapes": {"overall": shapes}, "fid": fid,
@@ -117,14 +103,13 @@ def test_few_step_report_checks_the_targets_and_reads_the_distillation_costs(tmp
     assert "| LCM | 0.975 | 0.95 | yes | yes | yes |" in text and "guidance 100, steps-2 50" in text
 
 
-def test_few_step_add_refuses_a_report_measured_with_other_settings(tmp_path, monkeypatch):
+def test_few_step_add_refuses_a_report_measured_with_other_settings(load_benchmark, tmp_path):
     import json
     from types import SimpleNamespace
 
     import pytest
 
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    few_step = load("few_step")
+    few_step = load_benchmark("few_step")
     settings = {"teacher": "t", "guidance": 5.0, "images_per_prompt": 2, "prompts": 0,
                 "fid_images": 1000}  # fmt: skip
     rows = [{"method": "teacher (reference)", "steps": 50}]
@@ -142,13 +127,13 @@ def test_few_step_add_refuses_a_report_measured_with_other_settings(tmp_path, mo
         few_step.stored_report(SimpleNamespace(**{**vars(args), "images_per_prompt": 1}))
 
 
-def test_guidance_sweep_on_a_held_out_suite_without_fid(tmp_path):
+def test_guidance_sweep_on_a_held_out_suite_without_fid(load_benchmark, tmp_path):
     """``--suite-seed N`` draws other prompts with the shipped task mix, and a sweep without FID
     (``--fid-images 0``) still writes its plot and says which weight wins beyond the noise."""
     import argparse
     from collections import Counter
 
-    sweeps = load("sampling_sweeps")
+    sweeps = load_benchmark("sampling_sweeps")
     args = argparse.Namespace(suite_seed=0, suite_stride=1)
     shipped = sweeps.sweep_suite(args)
     args.suite_seed = 1

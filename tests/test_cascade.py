@@ -170,20 +170,8 @@ log_every = 1
         run_recipe(recipe, tmp_path / "run2")
 
 
-def guidance_cascades_benchmark():
-    """benchmarks/guidance_cascades.py as a module (benchmarks/ is not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "guidance_cascades.py"
-    spec = importlib.util.spec_from_file_location("guidance_cascades", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_guidance_cascades_benchmark_smoke(tmp_path):
-    module = guidance_cascades_benchmark()
+def test_guidance_cascades_benchmark_smoke(load_benchmark, tmp_path):
+    module = load_benchmark("guidance_cascades")
     report = module.main(["smoke", "--report-dir", str(tmp_path)]).read_text()
     for section in ("## Classifier guidance against", "### digits", "## Cascade against",
                     "## Dynamic thresholding", "## unCLIP", "Variations (2 validation"):  # fmt: skip
@@ -199,10 +187,10 @@ def test_guidance_cascades_benchmark_smoke(tmp_path):
     assert none == {"threshold": "none"}  # named, so a folder's clip_sample cannot turn it on
 
 
-def test_cascade_benchmark_adds_rows_measured_in_a_later_call(tmp_path):
+def test_cascade_benchmark_adds_rows_measured_in_a_later_call(load_benchmark, tmp_path):
     import json
 
-    module = guidance_cascades_benchmark()
+    module = load_benchmark("guidance_cascades")
 
     def row(model, folder, level, score):
         return {"model": model, "folder": folder, "aug_timestep": level, "score": score}

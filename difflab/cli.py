@@ -286,10 +286,19 @@ def train_command(
 
 
 @app.command()
-def recipes() -> None:
-    """List the shipped training recipes."""
-    from difflab.recipes import list_recipes
+def recipes(
+    show: str = typer.Option(
+        None, help="Print this recipe (a name or .toml file) in full, `extends` resolved."
+    ),
+) -> None:
+    """List the shipped training recipes, or print one with --show."""
+    from difflab.recipes import list_recipes, recipe_path
+    from difflab.recipes.config import read_recipe_file, recipe_as_toml
 
+    if show is not None:
+        path = recipe_path(show)
+        typer.echo(f"# {path}, every key resolved\n" + recipe_as_toml(read_recipe_file(path)))
+        return
     for name, path in list_recipes().items():
         typer.echo(f"{name}\t{path}")
 

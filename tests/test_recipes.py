@@ -142,6 +142,58 @@ def test_recipe_errors(tmp_path):
         run_recipe(no_vae, tmp_path / "run")
 
 
+def test_a_recipe_extends_another_table_by_table(tmp_path):
+    parent = 'kind = "vae"\n[recipe]\nimage_size = 16\nkl_weight = 0.5\n'
+    write(tmp_path, "parent.toml", parent + "[train]\nmax_steps = 7\nbatch_size = 3\n")
+    child = 'extends = "parent.toml"\n[recipe]\nkl_weight = 0.25\n[train]\nmax_steps = 9\n'
+    write(tmp_path, "child.toml", child)
+    grandchild = 'extends = "child.toml"\n[train]\nbatch_size = 5\n'
+    _, options, config, _ = load_recipe(tmp_path / "child.toml")
+    assert (options.image_size, options.kl_weight) == (16, 0.25)
+    assert (config.max_steps, config.batch_size) == (9, 3)
+    kind, options, config, _ = load_recipe(write(tmp_path, "grandchild.toml", grandchild))
+    assert kind == "vae" and options.kl_weight == 0.25
+    assert (config.max_steps, config.batch_size) == (9, 5)
+    # a shipped recipe by name; the variant's typo is still refused after the merge
+    variant = write(tmp_path, "v.toml", 'extends = "distill-lcm"\n[recipe]\nloss = "huber"\n')
+    assert load_recipe(variant)[1] == dataclasses.replace(
+        load_recipe("distill-lcm")[1], loss="huber"
+    )
+    typo = write(tmp_path, "typo.toml", 'extends = "distill-lcm"\n[recipe]\nteacherr = "x"\n')
+    with pytest.raises(ValueError, match="unknown key.*'teacherr'"):
+        load_recipe(typo)
+
+
+def test_extends_errors_name_the_problem(tmp_path):
+    write(tmp_path, "vae.toml", 'kind = "vae"\n')
+    other_kind = write(tmp_path, "a.toml", 'extends = "vae.toml"\nkind = "pixel"\n')
+    with pytest.raises(
+        ValueError, match="kind 'pixel' differs from the kind 'vae' of the recipe it extends"
+    ):
+        load_recipe(other_kind)
+    missing = write(tmp_path, "b.toml", 'extends = "nothere.toml"\n')
+    with pytest.raises(
+        FileNotFoundError, match="extends 'nothere.toml', but .*nothere.toml does not exist"
+    ):
+        load_recipe(missing)
+    unknown = write(tmp_path, "c.toml", 'extends = "no-such-recipe"\n')
+    with pytest.raises(FileNotFoundError, match="which is no shipped recipe .*distill-lcm"):
+        load_recipe(unknown)
+    write(tmp_path, "loop1.toml", 'extends = "loop2.toml"\n')
+    loop = write(tmp_path, "loop2.toml", 'extends = "loop1.toml"\n')
+    with pytest.raises(ValueError, match="in a loop: loop2.toml -> loop1.toml -> loop2.toml"):
+        load_recipe(loop)
+
+
+def test_recipes_show_prints_the_resolved_recipe_that_parses_to_the_same(tmp_path):
+    result = CliRunner().invoke(app, ["recipes", "--show", "distill-lcm-shapes-t2i"])
+    assert result.exit_code == 0, result.output
+    assert "extends" not in result.output and 'teacher = "shapes-t2i"' in result.output
+    assert "num_intervals = 50" in result.output  # inherited from distill-lcm
+    flat = write(tmp_path, "flat.toml", result.output)
+    assert load_recipe(flat)[1:3] == load_recipe("distill-lcm-shapes-t2i")[1:3]
+
+
 def test_train_command_lists_and_refuses_unknown(tmp_path):
     runner = CliRunner()
     result = runner.invoke(app, ["recipes"])

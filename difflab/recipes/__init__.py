@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from difflab.recipes.config import read_recipe_file
+from difflab.recipes.config import CONFIG_DIR, list_recipes, read_recipe_file, recipe_path
 from difflab.typed_config import from_dict
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+__all__ = ["CONFIG_DIR", "list_recipes", "load_recipe", "recipe_path", "run_recipe"]
 
 
 def _kinds() -> dict:
@@ -41,25 +41,6 @@ def _kinds() -> dict:
         "unclip_decoder": (unclip.UnCLIPDecoderRecipe, unclip.run_decoder),
         "unclip_prior": (unclip.UnCLIPPriorRecipe, unclip.run_prior),
     }
-
-
-def list_recipes() -> dict[str, Path]:
-    """Shipped recipe names and their files."""
-    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.toml"))}
-
-
-def recipe_path(name_or_path: str | Path) -> Path:
-    """The file of a shipped recipe name, or ``name_or_path`` itself if it is a file."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    recipes = list_recipes()
-    if str(name_or_path) in recipes:
-        return recipes[str(name_or_path)]
-    raise FileNotFoundError(
-        f"no recipe file or shipped recipe named {str(name_or_path)!r}; shipped recipes: "
-        f"{', '.join(recipes)}. Pass a .toml file to train your own."
-    )
 
 
 def load_recipe(name_or_path: str | Path, **train_overrides):

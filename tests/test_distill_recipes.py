@@ -69,6 +69,19 @@ def test_progressive_recipe_smoke_and_resume_skips_finished_stages(
     assert again["stages"] == {}
 
 
+def test_progressive_recipe_can_stop_after_the_guidance_stage(tiny_pipeline_folder, tmp_path):
+    options = "guidance_only = true\nguidance_steps = 2\nguidance_embedding_dim = 16"
+    run = tmp_path / "run"
+    figures = run_recipe(recipe(tmp_path, "progressive", tiny_pipeline_folder, options), run)
+    assert figures["student_steps"] == [] and list(figures["stages"]) == ["guidance"]
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ["guidance", "pipeline"]
+    student = TextToImagePipeline.from_pretrained(run / "pipeline")
+    assert student.schedule.prediction_type == "v_prediction" and student.guidance_embedded
+    stage_1 = load_file(run / "guidance/pipeline/unet/diffusion_pytorch_model.safetensors")
+    weights = student.unet.state_dict()
+    assert all(torch.equal(weights[k].to(v.dtype), v) for k, v in stage_1.items())
+
+
 def test_lcm_recipe_smoke_keeps_the_target_network_in_checkpoints(tiny_pipeline_folder, tmp_path):
     path = recipe(tmp_path, "consistency", tiny_pipeline_folder, "guidance_embedding_dim = 16")
     figures = run_recipe(path, tmp_path / "run")

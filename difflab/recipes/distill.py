@@ -71,6 +71,9 @@ class ProgressiveRecipe(DistillRecipe):
     prediction_type: str = "v_prediction"
     guidance_embedding_dim: int = 256
     keep_stage_checkpoints: bool = False  # delete a finished stage's checkpoints
+    # stop after stage 1: its w-conditioned, v-predicting student is the run's pipeline (what
+    # an LCM can start from, the ``student_init`` of the consistency recipes)
+    guidance_only: bool = False
 
 
 @dataclass
@@ -173,13 +176,13 @@ def run_progressive(
     options: ProgressiveRecipe, config: TrainConfig, out: Path, resume: bool, overwrite: bool
 ) -> dict:
     """Stage 1 then the halving rounds; each stage's student is saved to ``out/STAGE/pipeline``
-    and the last (1-step) one also to ``out/pipeline``."""
+    and the last (1-step) one also to ``out/pipeline`` (stage 1's with ``guidance_only``)."""
     teacher = load_teacher(options.teacher)
     data = training_data(teacher, options, config.seed)
     empty = teacher.prompt_encoder([""], warn=False)
     schedule = student_schedule(teacher.schedule, options.prediction_type)
     objective = distillation_objective((options.guidance_min, options.guidance_max))
-    rounds = halving_rounds(options.start_steps)
+    rounds = [] if options.guidance_only else halving_rounds(options.start_steps)
     stages = [("guidance", None, options.guidance_steps)]
     stages += [(f"steps-{n}", n, config.max_steps) for n in rounds]
     previous, previous_schedule = teacher.unet.eval(), teacher.schedule
@@ -219,7 +222,8 @@ def run_progressive(
             shutil.rmtree(folder / "checkpoints", ignore_errors=True)
         figures["stages"][name] = {"steps": result.step, "train_seconds": result.total_seconds}
         previous, previous_schedule = final, schedule
-    last = TextToImagePipeline.from_pretrained(out / f"steps-{rounds[-1]}" / "pipeline")
+    last_stage = f"steps-{rounds[-1]}" if rounds else "guidance"
+    last = TextToImagePipeline.from_pretrained(out / last_stage / "pipeline")
     last.save_pretrained(out / "pipeline", include_text_encoder=False)
     return {
         "method": CITATIONS["progressive"],

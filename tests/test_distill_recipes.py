@@ -36,6 +36,8 @@ def test_shipped_distillation_recipes_parse():
         "distill-lcm": "consistency",
         "distill-lcm-guided": "consistency",
         "distill-lcm-shapes-t2i": "consistency",
+        "distill-guidance-shapes-t2i": "progressive",
+        "distill-lcm-guided-shapes-t2i": "consistency",
         "distill-multistep-consistency": "consistency",
         "distill-lcm-lora": "lcm_lora",
         "consistency-training": "consistency",

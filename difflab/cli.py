@@ -292,8 +292,7 @@ def recipes(
     ),
 ) -> None:
     """List the shipped training recipes, or print one with --show."""
-    from difflab.recipes import list_recipes, recipe_path
-    from difflab.recipes.config import read_recipe_file, recipe_as_toml
+    from difflab.recipes.config import list_recipes, read_recipe_file, recipe_as_toml, recipe_path
 
     if show is not None:
         path = recipe_path(show)

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from difflab.cli import app
 from difflab.recipes import list_recipes, load_recipe, run_recipe
+from difflab.recipes.config import read_recipe_file, recipe_as_toml
 
 TINY_TRAIN = """
 [train]
@@ -192,6 +193,9 @@ def test_recipes_show_prints_the_resolved_recipe_that_parses_to_the_same(tmp_pat
     assert "num_intervals = 50" in result.output  # inherited from distill-lcm
     flat = write(tmp_path, "flat.toml", result.output)
     assert load_recipe(flat)[1:3] == load_recipe("distill-lcm-shapes-t2i")[1:3]
+    for name, path in list_recipes().items():  # every shipped recipe survives the round trip
+        flat = write(tmp_path, f"{name}.toml", recipe_as_toml(read_recipe_file(path)))
+        assert load_recipe(flat)[1:3] == load_recipe(name)[1:3], name
 
 
 def test_train_command_lists_and_refuses_unknown(tmp_path):

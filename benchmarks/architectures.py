@@ -88,10 +88,12 @@ def seconds_per_step(options, batch_size: int, latent_channels: int, steps: int 
 
 def train_variant(name: str, options, config, runs: Path) -> dict:
     from difflab.recipes.text_to_image import run
+    from difflab.train import seeded_weights
 
     out = runs / name
     print(f"training {name}: {config.max_steps} steps of batch {config.batch_size}", flush=True)
-    figures = run(options, config, out, resume=(out / "run.json").is_file(), overwrite=False)
+    with seeded_weights(config.seed):
+        figures = run(options, config, out, resume=(out / "run.json").is_file(), overwrite=False)
     (out / "results.json").write_text(json.dumps(figures, indent=2) + "\n")
     return figures
 

@@ -68,6 +68,17 @@ def test_vae_recipe_smoke(tiny_vae_run):
     assert json.loads((out / "results.json").read_text())["kind"] == "vae"
 
 
+def test_a_recipe_run_is_reproduced_by_its_seed(tiny_vae_run, tmp_path):
+    """Initial weights come from the run's seed, not from torch's per-process random seed."""
+    first, _ = tiny_vae_run
+    recipe = first.parent / "vae.toml"
+    weights = "vae/diffusion_pytorch_model.safetensors"
+    run_recipe(recipe, tmp_path / "again")
+    assert (tmp_path / "again" / weights).read_bytes() == (first / weights).read_bytes()
+    run_recipe(recipe, tmp_path / "other", seed=1)
+    assert (tmp_path / "other" / weights).read_bytes() != (first / weights).read_bytes()
+
+
 DENOISER_OPTIONS = {
     "unet": "block_out_channels = [16, 32]\nattention_head_dim = 4\nnorm_num_groups = 8",
     "dit": 'denoiser = "dit"\ndit_layers = 1\ndit_heads = 2\ndit_head_dim = 8',

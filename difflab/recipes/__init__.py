@@ -69,10 +69,14 @@ def run_recipe(
     overwrite: bool = False,
     **train_overrides,
 ) -> dict:
-    """Train a recipe into ``out``; writes and returns the figures (``out/results.json``)."""
+    """Train a recipe into ``out``; writes and returns the figures (``out/results.json``).
+    The same recipe and seed give the same weights (on the same machine and software)."""
+    from difflab.train import seeded_weights
+
     kind, options, config, run = load_recipe(name_or_path, **train_overrides)
     out = Path(out)
-    figures = run(options, config, out, resume, overwrite)
+    with seeded_weights(config.seed):  # and whatever else is drawn before the Trainer seeds
+        figures = run(options, config, out, resume, overwrite)
     figures = {"recipe": str(name_or_path), "kind": kind, **figures}
     (out / "results.json").write_text(json.dumps(figures, indent=2) + "\n")
     return figures

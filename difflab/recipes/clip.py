@@ -48,7 +48,7 @@ from difflab.models.clip import (
     shared_prompt_encoder,
 )
 from difflab.models.networks import parameter_count
-from difflab.train import TrainConfig, train
+from difflab.train import TrainConfig, seeded_weights, train
 
 NOISY_EVAL_LOG_SNRS = (5.0, 0.0, -5.0)
 
@@ -131,8 +131,7 @@ def captioned_scenes(options: CLIPRecipe, seed: int, prompt_encoder) -> ShapesDa
 
 
 def _model(options: CLIPRecipe, seed: int) -> ShapesCLIP:
-    with torch.random.fork_rng(devices=[]):  # initial weights from the run's seed
-        torch.manual_seed(seed)
+    with seeded_weights(seed):  # initial weights from the run's seed
         return ShapesCLIP(
             CLIPConfig(
                 image_size=options.image_size, channels=tuple(options.channels),

@@ -53,7 +53,7 @@ from difflab.eval.features import extract_features
 from difflab.models.feature_nets import FeatureNet, FeatureNetConfig, Head, save_feature_network
 from difflab.models.networks import parameter_count
 from difflab.models.noise_conditioning import EVAL_LOG_SNRS, noise_images
-from difflab.train import TrainConfig, train
+from difflab.train import TrainConfig, seeded_weights, train
 
 DATASETS = ("shapes", "digits")
 
@@ -271,8 +271,7 @@ def run(
         data = DigitItems(options.image_size, "train")
         validation = DigitItems(options.image_size, "validation")
         channels = 1
-    with torch.random.fork_rng(devices=[]):  # initial weights from the run's seed
-        torch.manual_seed(config.seed)
+    with seeded_weights(config.seed):  # initial weights from the run's seed
         net = _network(options, heads, channels)
     noise = None
     if options.noise_aware:

@@ -41,7 +41,7 @@ from difflab.recipes.text_to_image import (
     with_caption_dropout,
 )
 from difflab.schedules import make_schedule
-from difflab.train import TrainConfig, diffusion_objective, train
+from difflab.train import TrainConfig, diffusion_objective, seeded_weights, train
 from difflab.train.records import save_image_grid
 
 SAMPLE_IMAGES = 8
@@ -222,8 +222,7 @@ def run_prior(
     schedule = make_schedule(options.schedule, prediction_type=options.prediction_type)
     text, images = captioned_embeddings(clip, options.dataset_length, seed=config.seed)
     mean, std = images.mean(0, keepdim=True), images.std(0, keepdim=True).clamp(min=1e-6)
-    with torch.random.fork_rng(devices=[]):  # initial weights from the run's seed
-        torch.manual_seed(config.seed)
+    with seeded_weights(config.seed):  # initial weights from the run's seed
         prior = embedding_prior(
             clip.config.embed_dim, options.num_layers, options.num_attention_heads,
             options.attention_head_dim,

@@ -19,7 +19,13 @@ from difflab.train.ema import EMA
 from difflab.train.objectives import Objective, diffusion_objective, model_output
 from difflab.train.records import image_grid, plot_loss_curve, read_metrics, save_image_grid
 from difflab.train.sampling import diffusion_sample_fn
-from difflab.train.trainer import TrainResult, check_run_dir, make_lr_scheduler, train
+from difflab.train.trainer import (
+    TrainResult,
+    check_run_dir,
+    make_lr_scheduler,
+    seeded_weights,
+    train,
+)
 
 __all__ = [
     "EMA",
@@ -41,5 +47,6 @@ __all__ = [
     "plot_loss_curve",
     "read_metrics",
     "save_image_grid",
+    "seeded_weights",
     "train",
 ]

@@ -610,6 +610,17 @@ def isolated_rng() -> Iterator[None]:
         set_rng_state(tensors, meta)
 
 
+@contextlib.contextmanager
+def seeded_weights(seed: int) -> Iterator[None]:
+    """Run a block (a network's construction) with torch's global generator seeded with
+    ``seed``, restoring its state afterwards. torch seeds that generator from the operating
+    system in every process, so weights initialised outside such a block differ between two
+    runs of the same command."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def _call_sample_fn(sample_fn: SampleFn, model: nn.Module, step: int, out_dir: Path) -> None:
     was_training = model.training
     model.eval()

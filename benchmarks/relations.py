@@ -67,6 +67,7 @@ RELATION_WORDS = {
 }  # fmt: skip
 WORLD_COLOURS = ("red", "blue", "green", "yellow", "purple", "white")  # easily told apart
 NOISE_LEVELS = (999, 900, 800, 600, 400, 200)
+OPPOSITE_PLACE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
 
 
 def scene_config(shapes: str, colours: str):
@@ -273,6 +274,32 @@ def changed_captions(scene_count: int, shapes: str, colours: str, seed: int = 7)
     return scenes, {"true": true, "relation reversed": reversed_, "colour replaced": recoloured}
 
 
+def place_captions(scene_count: int, seed: int = 7):
+    """Held-out one-object scenes whose object is clearly on the left, right, top or bottom,
+    captioned with that place as the shapes grammar words it ("a red circle on the left"; the
+    shipped models' list captions name, with probability 0.3, the place of each clearly placed
+    object alone of its kind), and each caption with the place reversed ("... on the right")."""
+    from difflab.data.shapes import scene_rng
+    from difflab.data.shapes_captions import Phrase, list_text
+    from difflab.data.shapes_scene import SceneConfig, absolute_position, sample_scene
+
+    config = SceneConfig(min_objects=1, max_objects=1)
+    scenes, true, reversed_ = [], [], []
+    index = 0
+    while len(scenes) < scene_count:
+        scene = sample_scene(scene_rng(seed, "validation", index), config)
+        index += 1
+        thing = scene.objects[0]
+        place = absolute_position(thing)
+        if place not in OPPOSITE_PLACE:
+            continue
+        scenes.append(scene)
+        true.append(list_text([Phrase(thing.shape, colour=thing.colour, where=place)]))
+        opposite = Phrase(thing.shape, colour=thing.colour, where=OPPOSITE_PLACE[place])
+        reversed_.append(list_text([opposite]))
+    return scenes, {"true": true, "place reversed": reversed_}
+
+
 def caption_change_effects(x0: torch.Tensor, schedule, conditions: dict, estimate) -> dict:
     """Per noise level t, the x0-space denoising error of ``estimate(x_t, t, alpha_bar,
     condition)`` with the true condition (``conditions["true"]``) and its increase with each other
@@ -303,12 +330,19 @@ def word_sensitivity(pipeline, shapes: str, colours: str, scene_count: int = 256
     """:func:`caption_change_effects` of ``pipeline``'s denoiser on ``scene_count`` held-out
     scenes, the caption changed as :func:`changed_captions` says or dropped (the empty caption of
     classifier-free guidance)."""
+    scenes, texts = changed_captions(scene_count, shapes, colours)
+    texts["caption dropped"] = [""] * len(scenes)
+    return denoiser_effects(pipeline, scenes, texts)
+
+
+@torch.no_grad()
+def denoiser_effects(pipeline, scenes, texts: dict) -> dict:
+    """:func:`caption_change_effects` of ``pipeline``'s denoiser on the renders of ``scenes``,
+    captioned as ``texts`` says (``texts["true"]`` and the changes)."""
     from difflab.data.shapes import render, to_tensor
     from difflab.models.networks import call_denoiser
     from difflab.schedules import predicted_x0_and_eps
 
-    scenes, texts = changed_captions(scene_count, shapes, colours)
-    texts["caption dropped"] = [""] * len(scenes)
     pixels = torch.stack([to_tensor(render(s, 32, "flat")) for s in scenes])
     vae, schedule = pipeline.vae, pipeline.schedule
     x0 = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
@@ -329,8 +363,8 @@ def ideal_x0(x_t: torch.Tensor, alpha_bar: float, data: torch.Tensor, likelihood
     (N x D) and the caption c from p(c | x0): the posterior over the N points is a softmax of the
     Gaussian log-likelihood of x_t = sqrt(abar) x0 + sqrt(1 - abar) eps (Ho et al. 2020, Eq. 4)
     plus log p(c | x_i), and the estimate is its mean (the "ideal denoiser" of a training set,
-    Karras et al. 2022, Appendix B.3, here with a caption). ``x_t``: B x D; ``likelihood``: B x N,
-    row j the probability of caption j given each data point."""
+    Karras et al. 2022, Appendix B.3, Eq. 57, here with a caption). ``x_t``: B x D;
+    ``likelihood``: B x N, row j the probability of caption j given each data point."""
     if (likelihood.sum(dim=1) <= 0).any():
         raise ValueError("a caption that no data point can have: its posterior is undefined")
     logits = (alpha_bar**0.5 * x_t @ data.T - alpha_bar * (data**2).sum(1) / 2) / (1 - alpha_bar)
@@ -437,6 +471,9 @@ def measure(name: str, args) -> dict:
         result["suite"] = layouts(pipeline, suite_prompts(), args.images_per_prompt)
     result["world"] = layouts(pipeline, world_prompts(shapes, colours), args.images_per_prompt)
     result.update(word_sensitivity(pipeline, shapes, colours))
+    if not training:  # the shipped world's captions name places; the focused worlds' do not
+        places = denoiser_effects(pipeline, *place_captions(256))
+        result["sensitivity"]["place reversed"] = places["sensitivity"]["place reversed"]
     result["seconds"] = time.perf_counter() - started
     return result
 
@@ -476,7 +513,9 @@ def write_report(args, results: dict, report_dir: Path) -> Path:
     lines += _noise_level_table(
         "Increase of the x0-space denoising error (x 1000) when the caption is changed, on 256 "
         "held-out two-object scenes x 4 noise draws per level, ± 2 SE. Positive: the model "
-        "uses the word.",
+        "uses the word. *place reversed*: on 256 held-out one-object scenes whose object is "
+        'clearly on the left, right, top or bottom, "a red circle on the left" against "... on '
+        'the right" (the absolute place, no second object to compare with).',
         ("model", "change"),
     )
     for name, r in results.items():

@@ -172,3 +172,18 @@ def test_caption_change_effects_of_a_denoiser_that_ignores_the_caption_are_zero(
             mean, se = out["sensitivity"]["changed"][t]
             assert mean == pytest.approx(increase, abs=1e-6) and se == pytest.approx(0, abs=1e-6)
     assert out["error"][999] == pytest.approx(0.0, abs=1e-12)  # "reads" is exact when true
+
+
+def test_place_captions_name_where_the_lone_object_is_and_reverse_it(load_benchmark):
+    from difflab.data.shapes_scene import absolute_position
+
+    relations = load_benchmark("relations")
+    scenes, texts = relations.place_captions(12)
+    assert len(scenes) == 12
+    for scene, true, reversed_ in zip(scenes, texts["true"], texts["place reversed"], strict=True):
+        (thing,) = scene.objects
+        place = absolute_position(thing)
+        words = {"left": "on the left", "right": "on the right", "top": "at the top",
+                 "bottom": "at the bottom"}  # fmt: skip
+        assert true.endswith(words[place]) and thing.colour in true and thing.shape in true
+        assert reversed_ == true.replace(words[place], words[relations.OPPOSITE_PLACE[place]])

@@ -60,11 +60,12 @@ import numpy as np
 import torch
 from report_text import write_report_text
 
+from difflab.data.shapes_captions import RELATION_WORDS as CAPTION_RELATION_WORDS
+
 ROOT = Path(__file__).resolve().parents[1]
 REVERSED = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-RELATION_WORDS = {
-    "to the left of": "left of", "to the right of": "right of", "above": "above", "below": "below",
-}  # fmt: skip
+# the caption grammar's words for each relation, and back
+RELATION_WORDS = {words: relation for relation, words in CAPTION_RELATION_WORDS.items()}
 WORLD_COLOURS = ("red", "blue", "green", "yellow", "purple", "white")  # easily told apart
 NOISE_LEVELS = (999, 900, 800, 600, 400, 200)
 OPPOSITE_PLACE = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
@@ -93,9 +94,31 @@ def shifted(schedule, shift: float):
     return NoiseSchedule(betas, schedule.prediction_type, name=f"{schedule.name}-shift{shift:g}")
 
 
+@torch.no_grad()
+def scene_latents(scenes, vae) -> torch.Tensor:
+    """The latents (posterior mean x scaling factor) of the scenes' 32 px flat renders, encoded
+    256 at a time."""
+    from difflab.data.shapes import render, to_tensor
+
+    pixels = torch.stack([to_tensor(render(scene, 32, "flat")) for scene in scenes])
+    chunks = [
+        vae.encode(pixels[i : i + 256]).latent_dist.mean * vae.config.scaling_factor
+        for i in range(0, len(pixels), 256)
+    ]
+    return torch.cat(chunks)
+
+
+def focused_schedule(options, shift: float):
+    """The recipe's noise schedule, log-SNR shifted by ``--shift`` (:func:`shifted`)."""
+    from difflab.recipes.text_to_image import recipe_schedule
+
+    schedule = recipe_schedule(options)
+    return shifted(schedule, shift) if shift != 1.0 else schedule
+
+
 def train_focused(args) -> Path:
     """Train a denoiser on relation-captioned two-object scenes; returns its pipeline folder."""
-    from difflab.data.shapes import render, scene_rng, to_tensor
+    from difflab.data.shapes import scene_rng
     from difflab.data.shapes_captions import captions
     from difflab.data.shapes_scene import sample_scene
     from difflab.models.text_encoder import PromptEncoder
@@ -107,7 +130,6 @@ def train_focused(args) -> Path:
         encode_captions,
         latent_denoiser,
         load_frozen_vae,
-        recipe_schedule,
         with_caption_dropout,
     )  # fmt: skip
     from difflab.train import TrainConfig, diffusion_objective, seeded_weights, train
@@ -120,25 +142,15 @@ def train_focused(args) -> Path:
     )  # fmt: skip
     _, vae = load_frozen_vae(options.vae)
     prompt_encoder = PromptEncoder.from_pretrained()
-    schedule = recipe_schedule(options)
-    if args.shift != 1.0:
-        schedule = shifted(schedule, args.shift)
+    schedule = focused_schedule(options, args.shift)
     with seeded_weights(args.seed):  # the Trainer seeds the rest itself
         denoiser = latent_denoiser(options, 8, vae.config.latent_channels)
-    images, texts = [], []
+    scenes, texts = [], []
     for index in range(args.scenes):
         rng = scene_rng(0, "train", index)
-        scene = sample_scene(rng, config)
-        texts.append(captions(scene, rng, 1, relation_probability=1.0)[0])
-        images.append(to_tensor(render(scene, 32, "flat")))
-    pixels = torch.stack(images)
-    with torch.no_grad():
-        latents = torch.cat(
-            [
-                vae.encode(pixels[i : i + 256]).latent_dist.mean * vae.config.scaling_factor
-                for i in range(0, len(pixels), 256)
-            ]
-        )
+        scenes.append(sample_scene(rng, config))
+        texts.append(captions(scenes[-1], rng, 1, relation_probability=1.0)[0])
+    latents = scene_latents(scenes, vae)
     unique, rows = caption_rows(texts)
     data = CachedLatents(latents, rows, encode_captions(unique, prompt_encoder))
     objective = with_caption_dropout(
@@ -221,10 +233,12 @@ def judge(detections, item: dict) -> str:
 def layouts(pipeline, items: list[dict], images_per_prompt: int) -> dict:
     """Counts of :func:`judge`'s verdicts over ``images_per_prompt`` images of each item
     (dpmpp_2m, 20 steps, guidance 5; item k's images from seeds k * images_per_prompt + i)."""
+    from tqdm import tqdm
+
     from difflab.eval.shapes_detector import as_float_image, detect
 
     verdicts = Counter()
-    for k, item in enumerate(items):
+    for k, item in enumerate(tqdm(items, desc="layouts", leave=False)):
         images = pipeline(
             [item["prompt"]], num_images_per_prompt=images_per_prompt, steps=20, guidance=5.0,
             sampler="dpmpp_2m", seed=k * images_per_prompt,
@@ -266,9 +280,7 @@ def changed_captions(scene_count: int, shapes: str, colours: str, seed: int = 7)
         other = next(c for c in colour_list + list(COLOURS) if c not in named)
         scenes.append(scene)
         true.append(caption)
-        opposite = next(
-            w for w, r in RELATION_WORDS.items() if r == REVERSED[RELATION_WORDS[words[0]]]
-        )
+        opposite = CAPTION_RELATION_WORDS[REVERSED[RELATION_WORDS[words[0]]]]
         reversed_.append(caption.replace(f" {words[0]} ", f" {opposite} "))
         recoloured.append(caption.replace(named[0], other, 1))
     return scenes, {"true": true, "relation reversed": reversed_, "colour replaced": recoloured}
@@ -339,13 +351,11 @@ def word_sensitivity(pipeline, shapes: str, colours: str, scene_count: int = 256
 def denoiser_effects(pipeline, scenes, texts: dict) -> dict:
     """:func:`caption_change_effects` of ``pipeline``'s denoiser on the renders of ``scenes``,
     captioned as ``texts`` says (``texts["true"]`` and the changes)."""
-    from difflab.data.shapes import render, to_tensor
     from difflab.models.networks import call_denoiser
     from difflab.schedules import predicted_x0_and_eps
 
-    pixels = torch.stack([to_tensor(render(s, 32, "flat")) for s in scenes])
-    vae, schedule = pipeline.vae, pipeline.schedule
-    x0 = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
+    schedule = pipeline.schedule
+    x0 = scene_latents(scenes, pipeline.vae)
     states = {
         name: pipeline.prompt_encoder(captions, warn=False) for name, captions in texts.items()
     }
@@ -410,28 +420,18 @@ def ideal_sensitivity(args) -> dict:
     ``--colours``), on the same held-out scenes and noise: what the training loss rewards a
     model for reading the relation word. "caption dropped" conditions on nothing (in a world of
     one red and one blue circle, the caption's only news is the relation)."""
-    from difflab.data.shapes import render, scene_rng, to_tensor
+    from difflab.data.shapes import scene_rng
     from difflab.data.shapes_scene import sample_scene
-    from difflab.recipes.text_to_image import TextToImageRecipe, load_frozen_vae, recipe_schedule
+    from difflab.recipes.text_to_image import TextToImageRecipe, load_frozen_vae
 
     options = TextToImageRecipe(vae="shapes-t2i", schedule=args.schedule)
     _, vae = load_frozen_vae(options.vae)
-    schedule = recipe_schedule(options)
-    if args.shift != 1.0:
-        schedule = shifted(schedule, args.shift)
+    schedule = focused_schedule(options, args.shift)
     config = scene_config(args.shapes, args.colours)
     train_scenes = [
         sample_scene(scene_rng(0, "train", index), config) for index in range(args.scenes)
     ]
     scenes, texts = changed_captions(256, args.shapes, args.colours)
-
-    def latents(scenes):
-        pixels = torch.stack([to_tensor(render(s, 32, "flat")) for s in scenes])
-        chunks = [
-            vae.encode(pixels[i : i + 256]).latent_dist.mean * vae.config.scaling_factor
-            for i in range(0, len(pixels), 256)
-        ]
-        return torch.cat(chunks)
 
     likelihood = {
         "true": caption_likelihoods(texts["true"], train_scenes),
@@ -441,8 +441,8 @@ def ideal_sensitivity(args) -> dict:
     kept = (likelihood["true"].sum(1) > 0) & (likelihood["relation reversed"].sum(1) > 0)
     likelihood = {name: p[kept] for name, p in likelihood.items()}
     likelihood["caption dropped"] = torch.ones_like(likelihood["true"])
-    x0 = latents([s for s, keep in zip(scenes, kept, strict=True) if keep])
-    data = latents(train_scenes).flatten(1).double()
+    x0 = scene_latents([s for s, keep in zip(scenes, kept, strict=True) if keep], vae)
+    data = scene_latents(train_scenes, vae).flatten(1).double()
     shape = x0.shape
 
     def estimate(x_t, t, alpha_bar, likelihood):

@@ -77,7 +77,7 @@ def generate(
         "--lora",
         help="Attach an LCM-LoRA adapter (shipped name or folder) to the model; it samples with "
         "the adapter's defaults (the lcm sampler, 4 steps, guidance 1), e.g. --lora "
-        "shapes-t2i-small-lcm-lora.",
+        "shapes-t2i-lcm-lora.",
     ),
     num_images: int = typer.Option(1, "--num-images", "-n", help="Images per prompt."),
     steps: int = typer.Option(

@@ -40,6 +40,7 @@ def test_shipped_distillation_recipes_parse():
         "distill-lcm-guided-shapes-t2i": "consistency",
         "distill-multistep-consistency": "consistency",
         "distill-lcm-lora": "lcm_lora",
+        "distill-lcm-lora-shapes-t2i": "lcm_lora",
         "consistency-training": "consistency",
     }
     assert set(kinds) <= set(list_recipes())

@@ -9,11 +9,13 @@ callable (:mod:`difflab.samplers`) and guidance as wrappers around denoisers
 __version__ = "0.1.0"
 
 
-def load_pipeline(name_or_path: str = "shapes-t2i"):
-    """Load a shipped model by name (see :func:`list_models`) or a pipeline folder."""
+def load_pipeline(name_or_path: str = "shapes-t2i", lora: str | None = None):
+    """Load a shipped model by name (see :func:`list_models`) or a pipeline folder; ``lora`` (a
+    shipped adapter name or an adapter folder) attaches an LCM-LoRA to a text-to-image model
+    (see :func:`difflab.zoo.load_pipeline`)."""
     from difflab.zoo import load_pipeline as _load
 
-    return _load(name_or_path)
+    return _load(name_or_path, lora=lora)
 
 
 def list_models():

@@ -81,3 +81,22 @@ def test_shapes_t2i_draws_single_objects_and_colours_as_its_card_says(
     )
     tasks = report["shapes"]["tasks"]
     assert tasks["single_object"] >= single_min and tasks["colors"] >= colors_min, tasks
+
+
+def test_the_top_level_api_attaches_a_shipped_lora_as_the_cards_show():
+    """`difflab.load_pipeline(teacher, lora=NAME)`, the model cards' example: the adapter's
+    sampling defaults replace the teacher's, and unloading restores both."""
+    import difflab
+    from difflab.distill import unload_lcm_lora
+
+    (name,) = SHIPPED_LORAS
+    pipe = difflab.load_pipeline("shapes-t2i", lora=name)
+    assert pipe.defaults["sampler"] == "lcm" and pipe.defaults["steps"] == 4
+    x, t, context = torch.randn(1, 8, 8, 8), torch.tensor([500]), torch.randn(1, 32, 384)
+    with torch.no_grad():
+        adapted = pipe.unet(x, t, encoder_hidden_states=context).sample
+        unload_lcm_lora(pipe)
+        teacher = pipe.unet(x, t, encoder_hidden_states=context).sample
+        plain = load_pipeline("shapes-t2i").unet(x, t, encoder_hidden_states=context).sample
+    assert torch.equal(teacher, plain) and (adapted - teacher).abs().max() > 1e-3
+    assert pipe.defaults.get("sampler") != "lcm"

@@ -146,8 +146,9 @@ def load_lcm_lora(pipeline, folder: str | Path, fuse: bool = True):
     :class:`~difflab.pipelines.text_to_image.TextToImagePipeline`) and make its sampling
     settings the pipeline's defaults (``lcm`` sampler, guidance 1). With ``fuse`` the adapter
     is merged into the weights (the LoRA branches no longer run: 1.4x faster on the 2-core CPU,
-    ``benchmarks/lora_fusing.py``; outputs agree with the unfused adapter to float rounding) and a copy of the teacher's
-    weights is kept for :func:`unload_lcm_lora`. Returns the pipeline."""
+    ``benchmarks/lora_fusing.py``; outputs agree with the unfused adapter to float rounding) and
+    a copy of the teacher's weights is kept for :func:`unload_lcm_lora` (it costs the U-Net's
+    size in memory; ``fuse=False`` does without it). Returns the pipeline."""
     folder = Path(folder)
     if not is_lora_folder(folder):
         raise FileNotFoundError(

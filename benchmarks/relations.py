@@ -612,6 +612,13 @@ def main() -> None:
         parser.error("name a --model to measure, a --train folder or --ideal")
     report_dir.mkdir(parents=True, exist_ok=True)
     results = json.loads(store.read_text()) if store.is_file() else {}
+
+    def keep(name: str, result: dict) -> None:
+        """Add one model's result, with this command, to the stored results on disk."""
+        result["command"] = f"`python benchmarks/relations.py {shlex.join(sys.argv[1:])}`"
+        results[name] = json.loads(json.dumps(result))  # noise levels as strings, as stored
+        store.write_text(json.dumps(results, indent=1))
+
     if args.ideal:
         started = time.perf_counter()
         world = f"shapes {args.shapes or 'all'}, colours {args.colours or 'all'}"
@@ -619,14 +626,10 @@ def main() -> None:
         name = f"ideal denoiser of {args.scenes} training scenes ({world}; {schedule})"
         result = {"model": name, **ideal_sensitivity(args)}
         result["seconds"] = time.perf_counter() - started
-        result["command"] = f"`python benchmarks/relations.py {shlex.join(sys.argv[1:])}`"
-        results[name] = json.loads(json.dumps(result))
-        store.write_text(json.dumps(results, indent=1))
+        keep(name, result)
     for name in models:
         result = measure(name, args)
-        result["command"] = f"`python benchmarks/relations.py {shlex.join(sys.argv[1:])}`"
-        results[name] = json.loads(json.dumps(result))  # noise levels as strings, as stored
-        store.write_text(json.dumps(results, indent=1))
+        keep(name, result)
         print(json.dumps({k: result[k] for k in ("model", "world")}, indent=1))
     print(f"report written to {write_report(args, results, report_dir)}")
 

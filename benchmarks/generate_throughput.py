@@ -72,6 +72,7 @@ def main() -> None:
                     sampler="ddim",
                     seed=0,
                     spacing=spacing,
+                    guidance_interval="all",  # diffusers' pipeline guides at every step
                 )
                 return ours.decode(latents)
 

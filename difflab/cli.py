@@ -58,6 +58,21 @@ def oracle(
     )
 
 
+_INTERVAL_HELP = (
+    "Classifier-free guidance only at timesteps LOW..HIGH, e.g. 0,800 (Kynkaanniemi et al. "
+    "2024), or 'all' (every step); default: the model's own (shapes-t2i: 0,800), else all."
+)
+
+
+def _guidance_interval(text: str | None) -> list[int] | str | None:
+    from difflab.guidance import parse_guidance_interval
+
+    try:
+        return parse_guidance_interval(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
 @app.command()
 def generate(
     prompts: list[str] = typer.Argument(
@@ -125,6 +140,7 @@ def generate(
     threshold_percentile: float = typer.Option(
         0.995, help="Dynamic thresholding's percentile of |x0|."
     ),
+    guidance_interval: str = typer.Option(None, "--guidance-interval", help=_INTERVAL_HELP),
 ) -> None:
     """Generate images from text (or class names, or nothing for an unconditional model); each
     PNG carries its settings in PNG text chunks."""
@@ -156,11 +172,13 @@ def generate(
             get_sampler(sampler)  # a clear error before any loading
         if threshold is not None and threshold not in (*THRESHOLDS, "none"):
             raise typer.BadParameter(f"--threshold must be one of {', '.join(THRESHOLDS)} or none.")
+        interval = _guidance_interval(guidance_interval)
         steering = dict(
             classifier_guidance=classifier_guidance or "", clip_guidance=clip_guidance,
             guidance_model=guidance_model or "",
             scale=scale if classifier_guidance or clip_guidance else 0.0,
             threshold=threshold, threshold_percentile=threshold_percentile, lora=lora or "",
+            guidance_interval=interval,
         )  # fmt: skip
         settings = [
             GenerationSettings(p, model, sampler, steps, guidance, seed + i, **steering)
@@ -333,6 +351,9 @@ def eval_shapes(
         None, help="With --model: classifier-free guidance weight (default: the model's)."
     ),
     seed: int = typer.Option(0, help="With --model: seed of the first image."),
+    guidance_interval: str = typer.Option(
+        None, "--guidance-interval", help="With --model: " + _INTERVAL_HELP
+    ),
 ) -> None:
     """Score images with ShapesEval (GenEval's six tasks on the shapes world) and print the table;
     with --model, generate the suite's images first."""
@@ -357,6 +378,7 @@ def eval_shapes(
 
             if sampler is not None:
                 get_sampler(sampler)
+            interval = _guidance_interval(guidance_interval)
             if images is None:
                 images = str(Path(out).with_suffix("") if out else Path("shapes-eval")) + "-images"
             require_empty_folder(images, "--images")
@@ -364,7 +386,7 @@ def eval_shapes(
             sampler, guidance, steps = model_sampling(pipeline, sampler, guidance, steps)
             generate_suite_folder(
                 pipeline, images, load_suite(prompts), images_per_prompt, steps, sampler,
-                guidance, seed, model_name=model,
+                guidance, seed, model_name=model, guidance_interval=interval,
             )  # fmt: skip
         report = score_folder(
             images,
@@ -379,6 +401,8 @@ def eval_shapes(
         report["generation"] = {
             "model": model, "lora": lora, "images_per_prompt": images_per_prompt, "steps": steps,
             "sampler": sampler, "guidance": guidance, "seed": seed,
+            "guidance_interval": pipeline.guidance_interval_setting(interval)
+            if hasattr(pipeline, "guidance_interval_setting") else interval,
         }  # fmt: skip
         if out is not None:
             import json

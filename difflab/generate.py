@@ -24,6 +24,7 @@ from PIL import Image, PngImagePlugin
 from tqdm.auto import tqdm
 
 from difflab import __version__
+from difflab.guidance import EVERY_STEP
 from difflab.pipelines.text_to_image import DEFAULT_STEPS, image_grid, images_to_pil
 from difflab.storage import unused_path
 
@@ -50,11 +51,14 @@ class GenerationSettings:
     threshold: str | None = None
     threshold_percentile: float = 0.995  # dynamic thresholding's percentile
     lora: str = ""  # an LCM-LoRA attached to the model (name or folder); "" = none
+    # classifier-free guidance only at timesteps [t_low, t_high] (Kynkaanniemi et al. 2024),
+    # "all" at every step; None = the model's default
+    guidance_interval: list[int] | str | None = None
 
 
 def complete_settings(pipeline, settings: list[GenerationSettings]) -> list[GenerationSettings]:
-    """Fill in the sampler, guidance, steps and thresholding a setting leaves open (None) with
-    the pipeline's defaults - a distilled model's folder names its own sampler and steps (``lcm``
+    """Fill in the sampler, guidance, steps, guidance interval and thresholding a setting leaves
+    open (None) with the pipeline's defaults - a distilled model's folder names its own sampler and steps (``lcm``
     at 4 for a latent consistency model), a pixel folder with ``clip_sample`` static
     thresholding - so that every PNG records what actually ran."""
     from dataclasses import replace
@@ -66,8 +70,18 @@ def complete_settings(pipeline, settings: list[GenerationSettings]) -> list[Gene
     for s in settings:
         sampler, guidance, steps = model_sampling(pipeline, s.sampler, s.guidance, s.steps)
         threshold = resolved_threshold(s.threshold, clip_sample)
+        interval = s.guidance_interval
+        if hasattr(pipeline, "guidance_interval_setting"):  # text-to-image: the folder's default
+            interval = pipeline.guidance_interval_setting(interval)
         completed.append(
-            replace(s, sampler=sampler, guidance=guidance, steps=steps, threshold=threshold)
+            replace(
+                s,
+                sampler=sampler,
+                guidance=guidance,
+                steps=steps,
+                threshold=threshold,
+                guidance_interval=interval,
+            )  # fmt: skip
         )
     return completed
 
@@ -106,6 +120,8 @@ def settings_from_png(path: str | Path) -> GenerationSettings:
             "chunk); only PNGs written by `difflab generate` can be reproduced."
         )
     record = json.loads(text[METADATA_KEY])
+    # PNGs written before guidance intervals existed were guided at every step
+    record.setdefault("guidance_interval", EVERY_STEP)
     fields = GenerationSettings.__dataclass_fields__
     return GenerationSettings(**{k: v for k, v in record.items() if k in fields})
 
@@ -170,16 +186,32 @@ def settings_guide(pipeline, s: GenerationSettings):
     return chain_guides(*guides)
 
 
+def interval_option(pipeline, interval) -> dict:
+    """The keyword a text-to-image pipeline takes a guidance interval by (none when
+    ``interval`` is None); a clear error for the pipelines that have no such option."""
+    from difflab.pipelines.text_to_image import TextToImagePipeline
+
+    if interval is None:
+        return {}
+    if not isinstance(pipeline, TextToImagePipeline):  # e.g. "all" replayed on a cascade
+        raise ValueError(
+            f"a guidance interval applies to text-to-image models (latent or pixel), not to "
+            f"{type(pipeline).__name__}; leave --guidance-interval out."
+        )
+    return {"guidance_interval": interval if isinstance(interval, str) else tuple(interval)}
+
+
 def sample_settings(pipeline, s: GenerationSettings):
     """One image ``[1, C, H, W]`` in [-1, 1] for one settings entry."""
     guide = settings_guide(pipeline, s)
     thresholding = {}  # pipelines that threshold x0 declare a clip_sample default (unCLIP: none)
     if hasattr(pipeline, "clip_sample"):
         thresholding = {"threshold": s.threshold, "threshold_percentile": s.threshold_percentile}
+    interval = interval_option(pipeline, s.guidance_interval)
     if hasattr(pipeline, "latents"):  # text-to-image, cascade, unCLIP
         latents = pipeline.latents(
             [s.prompt], 1, steps=s.steps, guidance=s.guidance, sampler=s.sampler, seed=s.seed,
-            guide=guide, **thresholding,
+            guide=guide, **thresholding, **interval,
         )  # fmt: skip
         return pipeline.decode(latents)
     if not hasattr(pipeline, "class_names"):
@@ -253,25 +285,30 @@ def generate_suite_folder(
     seed: int = 0,
     model_name: str = "",
     progress: bool = True,
+    guidance_interval: list[int] | str | None = None,
 ) -> int:
     """Generate images for every prompt of a ShapesEval suite in its folder layout
     (``out_dir/00012/3.png``: prompt line 12, image 3), ready for
     :func:`difflab.eval.shapes.score_folder`. Image k of prompt i uses seed
     ``seed + 1000 * i + k``, recorded in its PNG like every generated image. Returns the count."""
     out_dir = Path(out_dir)
+    if hasattr(pipeline, "guidance_interval_setting"):  # recorded as it runs, not as None
+        guidance_interval = pipeline.guidance_interval_setting(guidance_interval)
+    interval = interval_option(pipeline, guidance_interval)
     written = 0
     for index, entry in enumerate(tqdm(suite, desc="generating suite", disable=not progress)):
         first = seed + 1000 * index
         latents = pipeline.latents(
             [entry["prompt"]], images_per_prompt, steps=steps, guidance=guidance,
-            sampler=sampler, seed=first,
+            sampler=sampler, seed=first, **interval,
         )  # fmt: skip
         folder = out_dir / f"{index:05d}"
         folder.mkdir(parents=True, exist_ok=True)
         for k, image in enumerate(images_to_pil(pipeline.decode(latents))):
             settings = GenerationSettings(
-                entry["prompt"], model_name, sampler, steps, guidance, first + k
-            )
+                entry["prompt"], model_name, sampler, steps, guidance, first + k,
+                guidance_interval=guidance_interval,
+            )  # fmt: skip
             save_png(image, folder / f"{k}.png", settings)
             written += 1
     return written

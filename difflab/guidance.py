@@ -2,7 +2,8 @@
 new ``model(x_t, t) -> prediction`` that any sampler in :mod:`difflab.samplers` can drive.
 
 - :func:`classifier_free_guidance` (Ho & Salimans 2022, Eq. 6), one batched call for both
-  branches, with optional guidance rescale (Lin et al. 2024, Eq. 15-16);
+  branches, with optional guidance rescale (Lin et al. 2024, Eq. 15-16) and an optional
+  guidance interval (Kynkaanniemi et al. 2024) outside which the conditional model runs alone;
   :func:`conditioned` is it when the weight is not 1, else the conditional model alone;
 - :func:`gradient_guidance` — classifier guidance (Dhariwal & Nichol 2021, Sec. 4.2, Eq. 14)
   and any other differentiable score of x_t (CLIP guidance), plus :func:`log_prob_gradient`;
@@ -20,6 +21,7 @@ A :data:`Guide` (``guide(model, schedule) -> model``) is what pipelines accept a
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,6 +50,7 @@ def classifier_free_guidance(
     scale: float | torch.Tensor,
     *,
     rescale: float = 0.0,
+    interval: Sequence[int] | str | None = None,
 ) -> Model:
     """Classifier-free guidance (Ho & Salimans 2022, Eq. 6):
     pred = pred(x, uncond) + w (pred(x, cond) - pred(x, uncond)).
@@ -61,12 +64,25 @@ def classifier_free_guidance(
     the conditional one and mixed back with weight phi, which counters over-exposure at high
     ``scale``. As in diffusers, it acts on the model's own prediction (the paper states it for
     v-prediction).
+
+    ``interval = (t_low, t_high)``: guide only at timesteps t_low <= t <= t_high and run the
+    conditional model alone elsewhere - "applying guidance in a limited interval" (Kynkaanniemi
+    et al. 2024, Sec. 3), who find guidance at high noise harmful (it collapses samples toward
+    few, simple modes) and useless at low noise. A step whose whole batch lies outside the
+    interval costs one network call on the batch instead of two.
     """
     if not 0.0 <= rescale <= 1.0:
         raise ValueError(f"guidance rescale must lie in [0, 1], got {rescale}.")
+    low, high = check_guidance_interval(interval)
     both = _concat(uncond, cond)
 
+    conditional = conditional_model(model, cond)
+
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t_per_sample = torch.as_tensor(t).expand(x.shape[0])
+        inside = (t_per_sample >= low) & (t_per_sample <= high)
+        if not bool(inside.any()):
+            return conditional(x, t)
         x2, t2 = torch.cat([x, x]), torch.cat([t, t])
         out = model(x2, t2, **both) if isinstance(both, dict) else model(x2, t2, both)
         pred_uncond, pred_cond = out.chunk(2)
@@ -75,17 +91,73 @@ def classifier_free_guidance(
             dims = list(range(1, x.ndim))
             ratio = pred_cond.std(dim=dims, keepdim=True) / pred.std(dim=dims, keepdim=True)
             pred = rescale * pred * ratio + (1 - rescale) * pred
+        if not bool(inside.all()):  # samples at other timesteps: their conditional prediction
+            pred = torch.where(inside.view(-1, *[1] * (x.ndim - 1)), pred, pred_cond)
         return pred
 
     return guided
 
 
-def conditioned(model: Callable[..., torch.Tensor], cond: Any, uncond: Any, scale: float) -> Model:
+EVERY_STEP = "all"
+"""The guidance interval that holds every timestep (guidance at every step)."""
+
+
+def check_guidance_interval(interval: Sequence[int] | str | None) -> tuple[float, float]:
+    """``(t_low, t_high)`` of a guidance interval (see :func:`classifier_free_guidance`); None
+    or :data:`EVERY_STEP` means every timestep. A clear error names what is wrong with any
+    other value."""
+    if interval is None or interval == EVERY_STEP:
+        return -math.inf, math.inf
+    is_pair = isinstance(interval, Sequence | torch.Tensor) and not isinstance(interval, str)
+    values = list(interval) if is_pair else [interval]
+    if len(values) != 2 or not all(isinstance(v, int | float) for v in values):
+        raise ValueError(
+            f"a guidance interval is two timesteps (t_low, t_high), e.g. (0, 800), or "
+            f"{EVERY_STEP!r}; got {interval!r}."
+        )
+    low, high = values
+    if not 0 <= low <= high:
+        raise ValueError(
+            f"a guidance interval needs 0 <= t_low <= t_high, got ({low}, {high}); guidance "
+            "runs at the timesteps between the two, both included."
+        )
+    return float(low), float(high)
+
+
+def parse_guidance_interval(text: str | None) -> list[int] | str | None:
+    """``"LOW,HIGH"`` (the command line's ``--guidance-interval``) as ``[LOW, HIGH]``, checked
+    by :func:`check_guidance_interval`; ``"all"`` (:data:`EVERY_STEP`) and None (the model's
+    default) stay as they are."""
+    if text is None or text == EVERY_STEP:
+        return text
+    parts = [part.strip() for part in str(text).split(",")]
+    if len(parts) != 2 or not all(part.isdigit() for part in parts):
+        raise ValueError(
+            f"--guidance-interval takes two timesteps as LOW,HIGH (e.g. 0,800: guidance only at "
+            f"t <= 800) or {EVERY_STEP!r} (every step), got {text!r}."
+        )
+    interval = [int(part) for part in parts]
+    check_guidance_interval(interval)
+    return interval
+
+
+def conditioned(
+    model: Callable[..., torch.Tensor], cond: Any, uncond: Any, scale: float,
+    interval: Sequence[int] | str | None = None,
+) -> Model:  # fmt: skip
     """``model(x_t, t)`` conditioned on ``cond``: :func:`classifier_free_guidance` toward it
-    (against ``uncond``) when ``scale != 1``, else the conditional model alone, in one call per
-    step. ``cond`` and ``uncond`` as for :func:`classifier_free_guidance`."""
+    (against ``uncond``, within ``interval``) when ``scale != 1``, else the conditional model
+    alone, in one call per step. ``cond`` and ``uncond`` as for
+    :func:`classifier_free_guidance`."""
+    check_guidance_interval(interval)
     if scale != 1.0:
-        return classifier_free_guidance(model, cond, uncond, scale)
+        return classifier_free_guidance(model, cond, uncond, scale, interval=interval)
+    return conditional_model(model, cond)
+
+
+def conditional_model(model: Callable[..., torch.Tensor], cond: Any) -> Model:
+    """``model(x_t, t)`` on the condition ``cond`` alone (a tensor, or a dict of keyword
+    arguments), without guidance."""
 
     def conditional(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return model(x, t, **cond) if isinstance(cond, dict) else model(x, t, cond)

@@ -1,5 +1,7 @@
 """Regenerating a benchmark report keeps the hand-written Reading section (benchmarks/report_text)."""
 
+import math
+
 
 def test_rewriting_a_report_keeps_its_reading_and_flags_it(load_benchmark, tmp_path):
     write = load_benchmark("report_text").write_report_text
@@ -155,3 +157,35 @@ def test_guidance_sweep_on_a_held_out_suite_without_fid(load_benchmark, tmp_path
     assert single.startswith("- One weight measured: ShapesEval overall 0.800 at w = 5 (2 SE = ")
     sweeps.plot_guidance(results, tmp_path / "g.png")
     assert (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_guidance_interval_benchmark_pairs_images_and_writes_its_report(
+    load_benchmark, tiny_pipeline, tmp_path, monkeypatch
+):
+    """The paired difference is computed per image against the first row (hand-made bits here),
+    and a run on a tiny model writes the table with one row per interval."""
+    import argparse
+    import sys
+
+    from difflab.eval.shapes import load_suite
+
+    bench = load_benchmark("guidance_interval")
+    tags = ["colors"] * 4 + ["position"] * 4
+    reference = {"tags": tags, "passed": "11001100", "no_object": "00000000"}
+    cell = {"tags": tags, "passed": "11111100", "no_object": "00000000"}
+    diff, se = bench.paired_difference(cell, reference)
+    # colours gains 2 of 4 (differences 0,0,1,1: mean 0.5, var 1/3 / 4), position none
+    assert diff == 0.25 and math.isclose(se, math.sqrt(1 / 3 / 4) / 2)
+    assert bench.paired_difference(reference, reference) == (0.0, 0.0)
+    assert bench.parse_interval("all") is None and bench.parse_interval("0,600") == [0, 600]
+    suite = load_suite()[:2]
+    args = argparse.Namespace(
+        model="tiny", sampler="ddim", steps=3, guidance=5.0, suite_seed=0, images_per_prompt=2,
+        seed=0, batch_size=8, report_dir=str(tmp_path),
+    )  # fmt: skip
+    cells = [bench.measure(args, interval, tiny_pipeline, suite) for interval in (None, [0, 500])]
+    assert len(cells[1]["passed"]) == 4 and set(cells[1]["no_object"]) <= {"0", "1"}
+    monkeypatch.setattr(sys, "argv", ["guidance_interval.py", "--intervals", "all", "0,500"])
+    text = bench.write_report(args, cells, 1.0).read_text()
+    assert "| every step |" in text and "| 0 <= t <= 500 |" in text
+    assert "- Guidance at 0 <= t <= 500 against every step: overall" in text

@@ -338,6 +338,8 @@ def test_lcm_folder_says_its_sampler_and_plain_diffusers_reproduces_it(lcm_pipel
     loaded = TextToImagePipeline.from_pretrained(tmp_path)
     assert loaded.defaults == LCM_DEFAULTS and loaded.guidance_embedded
     assert loaded.sampling_settings() == ("lcm", 5.0, {"original_steps": 50})
+    with pytest.raises(ValueError, match="no classifier-free guidance to limit"):
+        loaded.latents(["a red circle"], steps=1, guidance_interval=(0, 600))
     theirs = StableDiffusionPipeline.from_pretrained(tmp_path)
     assert isinstance(theirs.scheduler, LCMScheduler)
     prompt = "a red circle above a blue square"
@@ -567,7 +569,8 @@ def test_shipped_lcm_lora_generates_on_its_teacher_and_replays(
     assert scored.exit_code == 0, scored.output
     generation = json.loads(report.read_text())["generation"]
     assert generation == {"model": "tiny-teacher", "lora": "tiny-lcm-lora", "images_per_prompt": 1,
-                          "steps": 4, "sampler": "lcm", "guidance": 1.0, "seed": 0}  # fmt: skip
+                          "steps": 4, "sampler": "lcm", "guidance": 1.0, "seed": 0,
+                          "guidance_interval": "all"}  # fmt: skip
     with pytest.raises(FileNotFoundError, match="shipped LoRA adapters: tiny-lcm-lora"):
         difflab.zoo.load_pipeline("tiny-teacher", lora="no-such-lora")
     other = TextToImagePipeline(

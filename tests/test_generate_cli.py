@@ -1,6 +1,9 @@
 """`difflab generate`, `models` and `export` as a user runs them."""
 
+from dataclasses import asdict
+
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -51,6 +54,62 @@ def test_generate_writes_pngs_with_settings_and_reproduces_them(tiny_pipeline_fo
     (reproduced,) = again.glob("*.png")
     assert Image.open(reproduced).tobytes() == Image.open(pngs[3]).tobytes()
     assert Image.open(pngs[2]).tobytes() != Image.open(pngs[3]).tobytes()
+
+
+def test_generate_with_a_guidance_interval_records_and_reproduces_it(
+    tiny_pipeline_folder, tmp_path
+):
+    base = ["generate", "a red circle", "--model", str(tiny_pipeline_folder), "--steps", "4"]
+    result = runner.invoke(
+        app, [*base, "--guidance-interval", "0,600", "--out", str(tmp_path / "limited")]
+    )
+    assert result.exit_code == 0, result.output
+    (limited,) = (tmp_path / "limited").glob("*.png")
+    assert settings_from_png(limited).guidance_interval == [0, 600]
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "plain")])
+    (plain,) = (tmp_path / "plain").glob("*.png")
+    assert settings_from_png(plain).guidance_interval == "all"  # the folder names none
+    # the steps above t = 600 (of 4 dpmpp_2m steps from t = 999) run unguided: another image
+    assert Image.open(limited).tobytes() != Image.open(plain).tobytes()
+    again = tmp_path / "again"
+    result = runner.invoke(app, ["generate", "--from-png", str(limited), "--out", str(again)])
+    assert result.exit_code == 0, result.output
+    (reproduced,) = again.glob("*.png")
+    assert Image.open(reproduced).tobytes() == Image.open(limited).tobytes()
+    result = runner.invoke(app, [*base, "--guidance-interval", "600,0"])
+    assert result.exit_code != 0 and "0 <= t_low <= t_high" in result.output
+
+
+def test_a_folder_default_guidance_interval_applies_unless_a_call_names_another(
+    tiny_pipeline, tmp_path
+):
+    """A folder's ``_difflab_sampling`` may name a guidance interval: calls that name none run
+    it, PNGs record it, "all" guides at every step, and a PNG written before intervals existed
+    replays with guidance at every step, as it was made."""
+    from dataclasses import replace
+
+    from difflab.generate import GenerationSettings, save_png
+    from difflab.pipelines.text_to_image import TextToImagePipeline
+
+    folder = tmp_path / "limited-model"
+    replace(tiny_pipeline, defaults={"guidance_interval": [0, 500]}).save_pretrained(folder)
+    pipe = TextToImagePipeline.from_pretrained(folder)
+    assert pipe.guidance_interval_setting() == [0, 500]
+    assert pipe.guidance_interval_setting("all") == "all"
+    prompt, options = ["a red circle"], {"steps": 4, "seed": 3}
+    default = pipe.latents(prompt, **options)
+    assert torch.equal(default, pipe.latents(prompt, guidance_interval=(0, 500), **options))
+    assert not torch.equal(default, pipe.latents(prompt, guidance_interval="all", **options))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["generate", *prompt, "--model", str(folder), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (png,) = out.glob("*.png")
+    assert settings_from_png(png).guidance_interval == [0, 500]
+    old = tmp_path / "old.png"  # as written before the field existed
+    record = asdict(GenerationSettings("a red circle", str(folder), steps=4))
+    del record["guidance_interval"]
+    save_png(Image.new("RGB", (4, 4)), old, record)
+    assert settings_from_png(old).guidance_interval == "all"
 
 
 def test_generate_adds_to_its_folder_and_replaces_nothing(tiny_pipeline_folder, tmp_path):

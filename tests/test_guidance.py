@@ -6,10 +6,12 @@ import torch
 
 from difflab import samplers
 from difflab.guidance import (
+    check_guidance_interval,
     classifier_free_guidance,
     dynamic_threshold,
     gradient_guidance,
     log_prob_gradient,
+    parse_guidance_interval,
     static_threshold,
     thresholded,
 )
@@ -137,6 +139,51 @@ def test_cfg_rescale_matches_its_definition():
     assert torch.allclose(half, 0.5 * full + 0.5 * plain)
     with pytest.raises(ValueError, match="rescale"):
         classifier_free_guidance(model, cond, uncond, 4.0, rescale=2.0)
+
+
+def test_guidance_interval_guides_inside_and_runs_the_conditional_model_alone_outside():
+    """Kynkaanniemi et al. 2024: guided prediction at t_low <= t <= t_high (both included),
+    the conditional one elsewhere - per sample when a batch mixes timesteps - and one network
+    call on the batch alone (not on the doubled batch) when no sample needs guidance."""
+    batches = []
+
+    def model(x, t, c):
+        batches.append(x.shape[0])
+        return x * c[:, None] + t[:, None].float()
+
+    x = torch.randn(4, 3)
+    cond, uncond = torch.full((4,), 2.0), torch.full((4,), 0.5)
+    t = torch.tensor([100, 600, 601, 99])
+    guided = classifier_free_guidance(model, cond, uncond, 4.0, interval=(100, 600))(x, t)
+    conditional = 2 * x + t[:, None].float()
+    full = (0.5 + 4.0 * 1.5) * x + t[:, None].float()  # u + w (c - u)
+    inside = torch.tensor([True, True, False, False])
+    assert torch.allclose(guided[inside], full[inside])
+    assert torch.equal(guided[~inside], conditional[~inside])
+    assert batches == [8]
+    outside = classifier_free_guidance(model, cond, uncond, 4.0, interval=(0, 50))
+    assert torch.equal(outside(x, torch.full((4,), 700)), 2 * x + 700.0)
+    assert batches == [8, 4]
+    # an interval holding every timestep is plain classifier-free guidance, bit for bit
+    plain = classifier_free_guidance(model, cond, uncond, 4.0)(x, t)
+    assert torch.equal(
+        classifier_free_guidance(model, cond, uncond, 4.0, interval=(0, 999))(x, t), plain
+    )
+
+
+def test_guidance_interval_bad_input_names_the_fix():
+    every = (-float("inf"), float("inf"))
+    assert check_guidance_interval(None) == every and check_guidance_interval("all") == every
+    assert parse_guidance_interval("0, 600") == [0, 600] and parse_guidance_interval(None) is None
+    assert parse_guidance_interval("all") == "all"
+    for bad, message in [((600, 0), "0 <= t_low <= t_high"), ((-1, 5), "0 <= t_low"),
+                         ((1, 2, 3), "two timesteps"), (600, "two timesteps"),
+                         ("every", "two timesteps")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            check_guidance_interval(bad)
+    for bad in ("600", "0-600", "a,b", "0,600,900"):
+        with pytest.raises(ValueError, match="LOW,HIGH"):
+            parse_guidance_interval(bad)
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])

@@ -295,6 +295,8 @@ def generate_for_eval(
         guidance = 5.0 if text_to_image else 2.0 if class_names else 1.0
     settings = {"steps": steps, "sampler": sampler, "guidance": guidance, "seed": seed,
                 "image_seeds": f"{seed}..{seed + count - 1}"}  # fmt: skip
+    if hasattr(pipeline, "guidance_interval_setting"):  # the folder's default, recorded as it ran
+        settings["guidance_interval"] = pipeline.guidance_interval_setting()
     if text_to_image:
         from difflab.data.shapes import ShapesDataset
 

@@ -20,8 +20,10 @@ from PIL import Image
 
 from difflab import samplers
 from difflab.guidance import (
+    EVERY_STEP,
     Guide,
     chain_guides,
+    check_guidance_interval,
     classifier_free_guidance,
     resolved_threshold,
     sampling_threshold,
@@ -118,11 +120,12 @@ class TextToImagePipeline:
     measured against); such folders are difflab's own (:data:`PIXEL_TEXT_TO_IMAGE`), since
     StableDiffusionPipeline needs a VAE.
 
-    ``defaults`` are the sampling settings a distilled model needs, used when a call names no
-    sampler, guidance or steps: ``{"sampler": name, "sampler_options": {...}, "guidance": w,
-    "steps": n}`` (e.g. ``lcm`` for a latent consistency model; ``ddim`` with trailing spacing
-    at the 4 steps it was distilled for, for a progressively distilled student; without
-    ``steps`` a call takes 20). They are stored in model_index.json under ``_difflab_sampling``
+    ``defaults`` are the sampling settings a model's folder asks for, used when a call names no
+    sampler, guidance, steps or guidance interval: ``{"sampler": name, "sampler_options":
+    {...}, "guidance": w, "steps": n, "guidance_interval": [t_low, t_high]}`` (e.g. ``lcm`` for
+    a latent consistency model; ``ddim`` with trailing spacing at the 4 steps it was distilled
+    for, for a progressively distilled student; without ``steps`` a call takes 20, without
+    ``guidance_interval`` it guides at every step). They are stored in model_index.json under ``_difflab_sampling``
     and decide the scheduler plain diffusers gets (LCMScheduler for ``lcm``). Without them a call
     uses dpmpp_2m at guidance 5. A denoiser that takes the guidance weight as an input
     (``time_cond_proj_dim``, see :func:`~difflab.models.networks.guidance_embedding`) gets
@@ -340,6 +343,16 @@ class TextToImagePipeline:
             guidance = self.defaults.get("guidance", DEFAULT_GUIDANCE)
         return sampler, float(guidance), sampler_options
 
+    def guidance_interval_setting(
+        self, interval: Sequence[int] | str | None = None
+    ) -> list[int] | str:
+        """The guidance interval a call runs (see :meth:`latents`): what it names, else the
+        folder's :attr:`defaults` (``"guidance_interval"``), else ``"all"`` (every step)."""
+        if interval is None:
+            interval = self.defaults.get("guidance_interval", EVERY_STEP)
+        check_guidance_interval(interval)
+        return interval if isinstance(interval, str) else [int(v) for v in interval]
+
     def sampling_steps(self, steps: int | None = None) -> int:
         """The number of steps a call runs: what it names, else the folder's ``defaults``, else
         20."""
@@ -358,11 +371,21 @@ class TextToImagePipeline:
         return model
 
     def conditioned_model(
-        self, prompts: Sequence[str], num_images_per_prompt: int, guidance: float
-    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        self, prompts: Sequence[str], num_images_per_prompt: int, guidance: float,
+        guidance_interval: Sequence[int] | str | None = None,
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:  # fmt: skip
         """``model(x_t, t)`` for the samplers: conditioned on the prompts (each repeated
         ``num_images_per_prompt`` times) and guided with weight ``guidance`` - by
-        classifier-free guidance, or as the input of a denoiser that takes it."""
+        classifier-free guidance (only at the timesteps of ``guidance_interval`` if given, see
+        :func:`~difflab.guidance.classifier_free_guidance`), or as the input of a denoiser that
+        takes it."""
+        check_guidance_interval(guidance_interval)
+        if guidance_interval not in (None, EVERY_STEP) and self.guidance_embedded:
+            raise ValueError(
+                f"{self.name or 'this model'} takes the guidance weight as an input (a "
+                "guidance-distilled student), so there is no classifier-free guidance to limit "
+                "to an interval; leave guidance_interval out."
+            )
         guided = guidance != 1.0 and not self.guidance_embedded
         # the empty prompt rides in the same text-encoder call (one pass instead of two)
         states = self.prompt_encoder(list(prompts) + [""] * guided)
@@ -377,8 +400,9 @@ class TextToImagePipeline:
             return embedded
         if guided:
             return classifier_free_guidance(
-                model, context, states[-1:].expand_as(context), guidance
-            )
+                model, context, states[-1:].expand_as(context), guidance,
+                interval=guidance_interval,
+            )  # fmt: skip
 
         def conditional(x, t):
             return model(x, t, context)
@@ -404,12 +428,16 @@ class TextToImagePipeline:
         guide: Guide | None = None,
         threshold: str | None = None,
         threshold_percentile: float = 0.995,
+        guidance_interval: Sequence[int] | str | None = None,
         **sampler_options,
     ) -> torch.Tensor:
         """Sample latents [N, C, h, w] (N = len(prompts) * num_images_per_prompt, grouped by
         prompt). ``guidance`` is the classifier-free guidance weight (1 = off); ``sampler``,
         ``guidance`` and the sampler's options default to :meth:`sampling_settings`, ``steps``
-        to :meth:`sampling_steps`. ``guide`` wraps the guided denoiser (:data:`difflab.guidance.Guide`; classifier / CLIP guidance
+        to :meth:`sampling_steps`. ``guidance_interval`` = (t_low, t_high) limits
+        classifier-free guidance to those timesteps (Kynkaanniemi et al. 2024; see
+        :func:`~difflab.guidance.classifier_free_guidance`), ``"all"`` guides at every step,
+        None takes :meth:`guidance_interval_setting`. ``guide`` wraps the guided denoiser (:data:`difflab.guidance.Guide`; classifier / CLIP guidance
         and thresholding act on pixels, so give one to a pixel-space model); then a pixel
         model's implied x0 is thresholded: ``threshold`` None = the folder's default
         (:attr:`clip_sample`), ``"none"``, ``"static"`` or ``"dynamic"``."""
@@ -430,9 +458,10 @@ class TextToImagePipeline:
             sampler, guidance, **sampler_options
         )
         steps = self.sampling_steps(steps)
+        guidance_interval = self.guidance_interval_setting(guidance_interval)
         count = len(prompts) * num_images_per_prompt
         device = next(self.unet.parameters()).device
-        guided = self.conditioned_model(prompts, num_images_per_prompt, guidance)
+        guided = self.conditioned_model(prompts, num_images_per_prompt, guidance, guidance_interval)
         if guide is not None:
             guided = guide(guided, self.schedule)
         x_T = self.initial_noise(count, seed).to(device)

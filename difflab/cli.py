@@ -458,11 +458,17 @@ _SAVE_IMAGES = typer.Option(
 )
 
 
+_GUIDANCE_INTERVAL = typer.Option(
+    None, "--guidance-interval", help="With --model (text-to-image): " + _INTERVAL_HELP
+)
+
+
 def _distribution_command(metric: str, **options) -> None:
     """Run :func:`difflab.eval.distribution.evaluate_distribution`, print and write the report."""
     from difflab.eval.distribution import evaluate_distribution, write_report
 
     out = options.pop("out")
+    options["guidance_interval"] = _guidance_interval(options["guidance_interval"])
     try:
         if options["model"] is not None:
             from difflab.samplers import get_sampler
@@ -490,6 +496,7 @@ def eval_fid(
     num_images: int | None = _NUM_IMAGES, steps: int = _STEPS, sampler: str = _SAMPLER,
     guidance: float | None = _GUIDANCE, seed: int = _SEED, batch_size: int = _BATCH_SIZE,
     resize: bool = _RESIZE, save_images: str | None = _SAVE_IMAGES,
+    guidance_interval: str | None = _GUIDANCE_INTERVAL,
 ) -> None:  # fmt: skip
     """Fréchet distance (FID, Heusel et al. 2017) between the features of generated or given
     images and real ones, on a difflab feature network. Lower is better; needs N > D."""
@@ -505,6 +512,7 @@ def eval_kid(
     steps: int = _STEPS, sampler: str = _SAMPLER, guidance: float | None = _GUIDANCE,
     seed: int = _SEED, batch_size: int = _BATCH_SIZE, resize: bool = _RESIZE,
     save_images: str | None = _SAVE_IMAGES,
+    guidance_interval: str | None = _GUIDANCE_INTERVAL,
 ) -> None:  # fmt: skip
     """Kernel distance (KID, Bińkowski et al. 2018): unbiased MMD² with a cubic kernel, mean and
     std over random subsets. Lower is better; fine for small sets."""
@@ -520,6 +528,7 @@ def eval_prd(
     steps: int = _STEPS, sampler: str = _SAMPLER, guidance: float | None = _GUIDANCE,
     seed: int = _SEED, batch_size: int = _BATCH_SIZE, resize: bool = _RESIZE,
     save_images: str | None = _SAVE_IMAGES,
+    guidance_interval: str | None = _GUIDANCE_INTERVAL,
 ) -> None:  # fmt: skip
     """Improved precision (realism) and recall (coverage) of Kynkäänniemi et al. 2019, with k = 3
     nearest neighbours. Higher is better."""

@@ -67,7 +67,7 @@ def classifier_free_guidance(
 
     ``interval = (t_low, t_high)``: guide only at timesteps t_low <= t <= t_high and run the
     conditional model alone elsewhere - "applying guidance in a limited interval" (Kynkaanniemi
-    et al. 2024, Sec. 3), who find guidance at high noise harmful (it collapses samples toward
+    et al. 2024, NeurIPS), who find guidance at high noise harmful (it collapses samples toward
     few, simple modes) and useless at low noise. A step whose whole batch lies outside the
     interval costs one network call on the batch instead of two.
     """

@@ -299,6 +299,17 @@ def test_cli_text_to_image_model_against_shapes(tiny_pipeline_folder, tiny_rgb_f
     assert report["evaluated"]["generation"]["guidance"] == 5.0
     assert report["reference"]["size"] == 32 and report["features"]["resized"]
     assert len(list(saved.glob("*.png"))) == 5
+    assert report["evaluated"]["generation"]["guidance_interval"] == "all"  # the folder's
+    limited = tmp_path / "limited.json"
+    result = invoke("kid", "--model", tiny_pipeline_folder, "--reference", "shapes",
+                    "--features", tiny_rgb_folder, "--num-images", 5, "--steps", 2,
+                    "--batch-size", 2, "--guidance-interval", "0,500", "--out", limited)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(limited.read_text())
+    assert report["evaluated"]["generation"]["guidance_interval"] == [0, 500]
+    result = invoke("kid", "--model", tiny_pipeline_folder, "--reference", "shapes",
+                    "--guidance-interval", "500", "--out", limited)  # fmt: skip
+    assert result.exit_code != 0 and "LOW,HIGH" in result.output
 
 
 def test_cli_class_conditional_model_against_digits(tmp_path):

@@ -279,14 +279,19 @@ def generate_for_eval(
     seed: int = 0,
     batch_size: int = 32,
     progress: bool = True,
+    guidance_interval: list[int] | str | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """``count`` images ``[count, C, H, W]`` in [-1, 1] from a difflab pipeline, and the settings.
 
     A text-to-image pipeline gets the captions of shapes validation scenes ``0..count-1`` (data
     seed 0) as prompts; a class-conditional one its classes in turn (``i % classes``); an
     unconditional one just the count. Image ``i`` starts from the noise of seed ``seed + i``.
-    ``guidance`` defaults to 5 (text-to-image), 2 (class-conditional), 1 (unconditional).
+    ``guidance`` defaults to 5 (text-to-image), 2 (class-conditional), 1 (unconditional);
+    ``guidance_interval`` (text-to-image) to the folder's (see
+    :meth:`~difflab.pipelines.text_to_image.TextToImagePipeline.guidance_interval_setting`).
     """
+    from difflab.generate import interval_option
+
     if count < 1:
         raise ValueError(f"the number of images must be at least 1, got {count}")
     text_to_image = hasattr(pipeline, "prompt_encoder")
@@ -295,8 +300,10 @@ def generate_for_eval(
         guidance = 5.0 if text_to_image else 2.0 if class_names else 1.0
     settings = {"steps": steps, "sampler": sampler, "guidance": guidance, "seed": seed,
                 "image_seeds": f"{seed}..{seed + count - 1}"}  # fmt: skip
-    if hasattr(pipeline, "guidance_interval_setting"):  # the folder's default, recorded as it ran
-        settings["guidance_interval"] = pipeline.guidance_interval_setting()
+    if hasattr(pipeline, "guidance_interval_setting"):  # recorded as it runs, not as None
+        guidance_interval = pipeline.guidance_interval_setting(guidance_interval)
+        settings["guidance_interval"] = guidance_interval
+    interval = interval_option(pipeline, guidance_interval)
     if text_to_image:
         from difflab.data.shapes import ShapesDataset
 
@@ -315,8 +322,9 @@ def generate_for_eval(
             part = conditions[start : start + batch_size]
             if text_to_image:
                 latents = pipeline.latents(
-                    part, 1, steps=steps, guidance=guidance, sampler=sampler, seed=seed + start
-                )
+                    part, 1, steps=steps, guidance=guidance, sampler=sampler, seed=seed + start,
+                    **interval,
+                )  # fmt: skip
                 batch = pipeline.decode(latents)
             elif class_names:
                 batch = pipeline.sample(part, steps, guidance, sampler=sampler, seed=seed + start)
@@ -377,6 +385,7 @@ def evaluate_distribution(
     resize: bool = True,
     save_images: str | Path | None = None,
     progress: bool = True,
+    guidance_interval: list[int] | str | None = None,
 ) -> dict:
     """Compare generated (``model``) or given (``images`` folder) images with ``reference``
     (a name of :data:`REFERENCES` or a folder) on ``features`` (a feature network name or
@@ -451,7 +460,7 @@ def evaluate_distribution(
         pipeline = load_pipeline(model)
         fake, generation = generate_for_eval(
             pipeline, n, steps=steps, sampler=sampler, guidance=guidance, seed=seed,
-            batch_size=batch_size, progress=progress,
+            batch_size=batch_size, progress=progress, guidance_interval=guidance_interval,
         )  # fmt: skip
         if fake.shape[1] == 1 and isinstance(net, InceptionV3Features):
             fake = fake.expand(-1, 3, -1, -1)  # Inception takes RGB; grey repeats

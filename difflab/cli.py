@@ -372,6 +372,7 @@ def eval_shapes(
             model = lora_teacher(lora) or DEFAULT_MODEL
         if model is not None:
             from difflab.generate import generate_suite_folder, model_sampling
+            from difflab.pipelines.text_to_image import resolved_guidance_interval
             from difflab.samplers import get_sampler
             from difflab.storage import require_empty_folder
             from difflab.zoo import load_pipeline
@@ -401,8 +402,7 @@ def eval_shapes(
         report["generation"] = {
             "model": model, "lora": lora, "images_per_prompt": images_per_prompt, "steps": steps,
             "sampler": sampler, "guidance": guidance, "seed": seed,
-            "guidance_interval": pipeline.guidance_interval_setting(interval)
-            if hasattr(pipeline, "guidance_interval_setting") else interval,
+            "guidance_interval": resolved_guidance_interval(pipeline, interval),
         }  # fmt: skip
         if out is not None:
             import json

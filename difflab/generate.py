@@ -25,7 +25,13 @@ from tqdm.auto import tqdm
 
 from difflab import __version__
 from difflab.guidance import EVERY_STEP
-from difflab.pipelines.text_to_image import DEFAULT_STEPS, image_grid, images_to_pil
+from difflab.pipelines.text_to_image import (
+    DEFAULT_STEPS,
+    guidance_interval_keywords,
+    image_grid,
+    images_to_pil,
+    resolved_guidance_interval,
+)
 from difflab.storage import unused_path
 
 METADATA_KEY = "difflab"
@@ -58,9 +64,10 @@ class GenerationSettings:
 
 def complete_settings(pipeline, settings: list[GenerationSettings]) -> list[GenerationSettings]:
     """Fill in the sampler, guidance, steps, guidance interval and thresholding a setting leaves
-    open (None) with the pipeline's defaults - a distilled model's folder names its own sampler and steps (``lcm``
-    at 4 for a latent consistency model), a pixel folder with ``clip_sample`` static
-    thresholding - so that every PNG records what actually ran."""
+    open (None) with the pipeline's defaults - a distilled model's folder names its own sampler
+    and steps (``lcm`` at 4 for a latent consistency model), ``shapes-t2i`` its guidance
+    interval, a pixel folder with ``clip_sample`` static thresholding - so that every PNG
+    records what actually ran."""
     from dataclasses import replace
 
     from difflab.guidance import resolved_threshold
@@ -70,9 +77,7 @@ def complete_settings(pipeline, settings: list[GenerationSettings]) -> list[Gene
     for s in settings:
         sampler, guidance, steps = model_sampling(pipeline, s.sampler, s.guidance, s.steps)
         threshold = resolved_threshold(s.threshold, clip_sample)
-        interval = s.guidance_interval
-        if hasattr(pipeline, "guidance_interval_setting"):  # text-to-image: the folder's default
-            interval = pipeline.guidance_interval_setting(interval)
+        interval = resolved_guidance_interval(pipeline, s.guidance_interval)
         completed.append(
             replace(
                 s,
@@ -186,28 +191,13 @@ def settings_guide(pipeline, s: GenerationSettings):
     return chain_guides(*guides)
 
 
-def interval_option(pipeline, interval) -> dict:
-    """The keyword a text-to-image pipeline takes a guidance interval by (none when
-    ``interval`` is None); a clear error for the pipelines that have no such option."""
-    from difflab.pipelines.text_to_image import TextToImagePipeline
-
-    if interval is None:
-        return {}
-    if not isinstance(pipeline, TextToImagePipeline):  # e.g. "all" replayed on a cascade
-        raise ValueError(
-            f"a guidance interval applies to text-to-image models (latent or pixel), not to "
-            f"{type(pipeline).__name__}; leave --guidance-interval out."
-        )
-    return {"guidance_interval": interval if isinstance(interval, str) else tuple(interval)}
-
-
 def sample_settings(pipeline, s: GenerationSettings):
     """One image ``[1, C, H, W]`` in [-1, 1] for one settings entry."""
     guide = settings_guide(pipeline, s)
     thresholding = {}  # pipelines that threshold x0 declare a clip_sample default (unCLIP: none)
     if hasattr(pipeline, "clip_sample"):
         thresholding = {"threshold": s.threshold, "threshold_percentile": s.threshold_percentile}
-    interval = interval_option(pipeline, s.guidance_interval)
+    interval = guidance_interval_keywords(pipeline, s.guidance_interval)
     if hasattr(pipeline, "latents"):  # text-to-image, cascade, unCLIP
         latents = pipeline.latents(
             [s.prompt], 1, steps=s.steps, guidance=s.guidance, sampler=s.sampler, seed=s.seed,
@@ -292,9 +282,8 @@ def generate_suite_folder(
     :func:`difflab.eval.shapes.score_folder`. Image k of prompt i uses seed
     ``seed + 1000 * i + k``, recorded in its PNG like every generated image. Returns the count."""
     out_dir = Path(out_dir)
-    if hasattr(pipeline, "guidance_interval_setting"):  # recorded as it runs, not as None
-        guidance_interval = pipeline.guidance_interval_setting(guidance_interval)
-    interval = interval_option(pipeline, guidance_interval)
+    guidance_interval = resolved_guidance_interval(pipeline, guidance_interval)
+    interval = guidance_interval_keywords(pipeline, guidance_interval)
     written = 0
     for index, entry in enumerate(tqdm(suite, desc="generating suite", disable=not progress)):
         first = seed + 1000 * index

@@ -74,15 +74,17 @@ def classifier_free_guidance(
     if not 0.0 <= rescale <= 1.0:
         raise ValueError(f"guidance rescale must lie in [0, 1], got {rescale}.")
     low, high = check_guidance_interval(interval)
+    # None / "all" guide at every step: no per-step test of t (on a GPU, no sync per step)
+    limited = interval is not None and interval != EVERY_STEP
     both = _concat(uncond, cond)
-
     conditional = conditional_model(model, cond)
 
     def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t_per_sample = torch.as_tensor(t).expand(x.shape[0])
-        inside = (t_per_sample >= low) & (t_per_sample <= high)
-        if not bool(inside.any()):
-            return conditional(x, t)
+        if limited:
+            t_per_sample = torch.as_tensor(t).expand(x.shape[0])
+            inside = (t_per_sample >= low) & (t_per_sample <= high)
+            if not bool(inside.any()):
+                return conditional(x, t)
         x2, t2 = torch.cat([x, x]), torch.cat([t, t])
         out = model(x2, t2, **both) if isinstance(both, dict) else model(x2, t2, both)
         pred_uncond, pred_cond = out.chunk(2)
@@ -91,7 +93,7 @@ def classifier_free_guidance(
             dims = list(range(1, x.ndim))
             ratio = pred_cond.std(dim=dims, keepdim=True) / pred.std(dim=dims, keepdim=True)
             pred = rescale * pred * ratio + (1 - rescale) * pred
-        if not bool(inside.all()):  # samples at other timesteps: their conditional prediction
+        if limited and not bool(inside.all()):  # samples at other timesteps: conditional alone
             pred = torch.where(inside.view(-1, *[1] * (x.ndim - 1)), pred, pred_cond)
         return pred
 
@@ -149,9 +151,9 @@ def conditioned(
     (against ``uncond``, within ``interval``) when ``scale != 1``, else the conditional model
     alone, in one call per step. ``cond`` and ``uncond`` as for
     :func:`classifier_free_guidance`."""
-    check_guidance_interval(interval)
     if scale != 1.0:
         return classifier_free_guidance(model, cond, uncond, scale, interval=interval)
+    check_guidance_interval(interval)  # unused without guidance, but a bad value is still an error
     return conditional_model(model, cond)
 
 

@@ -290,7 +290,10 @@ def generate_for_eval(
     ``guidance_interval`` (text-to-image) to the folder's (see
     :meth:`~difflab.pipelines.text_to_image.TextToImagePipeline.guidance_interval_setting`).
     """
-    from difflab.generate import interval_option
+    from difflab.pipelines.text_to_image import (
+        guidance_interval_keywords,
+        resolved_guidance_interval,
+    )
 
     if count < 1:
         raise ValueError(f"the number of images must be at least 1, got {count}")
@@ -300,10 +303,10 @@ def generate_for_eval(
         guidance = 5.0 if text_to_image else 2.0 if class_names else 1.0
     settings = {"steps": steps, "sampler": sampler, "guidance": guidance, "seed": seed,
                 "image_seeds": f"{seed}..{seed + count - 1}"}  # fmt: skip
-    if hasattr(pipeline, "guidance_interval_setting"):  # recorded as it runs, not as None
-        guidance_interval = pipeline.guidance_interval_setting(guidance_interval)
+    guidance_interval = resolved_guidance_interval(pipeline, guidance_interval)
+    if guidance_interval is not None:  # a text-to-image model's: recorded as it runs
         settings["guidance_interval"] = guidance_interval
-    interval = interval_option(pipeline, guidance_interval)
+    interval = guidance_interval_keywords(pipeline, guidance_interval)
     if text_to_image:
         from difflab.data.shapes import ShapesDataset
 

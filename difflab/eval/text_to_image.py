@@ -50,15 +50,15 @@ def suite_images(
     seed: int = 0,
     batch_size: int = 128,
     progress: bool = False,
-    guidance_interval: list[int] | None = None,
+    guidance_interval: list[int] | str | None = None,
 ) -> tuple[torch.Tensor, list[int], float]:
     """Images ``[N, 3, H, W]`` for every suite prompt (``images_per_prompt`` each, grouped by
     prompt), their prompt indices, and the sampling + decoding seconds. Image ``i`` starts from
     the noise of seed ``seed + i``. ``guidance_interval``: classifier-free guidance only at
     those timesteps (see :func:`difflab.guidance.classifier_free_guidance`)."""
-    from difflab.generate import interval_option
+    from difflab.pipelines.text_to_image import guidance_interval_keywords
 
-    interval = interval_option(pipeline, guidance_interval)
+    interval = guidance_interval_keywords(pipeline, guidance_interval)
     indices = [i for i in range(len(suite)) for _ in range(images_per_prompt)]
     images, seconds = [], 0.0
     for start in tqdm(range(0, len(indices), batch_size), desc="suite", disable=not progress):

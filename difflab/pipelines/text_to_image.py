@@ -25,6 +25,7 @@ from difflab.guidance import (
     chain_guides,
     check_guidance_interval,
     classifier_free_guidance,
+    conditional_model,
     resolved_threshold,
     sampling_threshold,
 )
@@ -125,8 +126,9 @@ class TextToImagePipeline:
     {...}, "guidance": w, "steps": n, "guidance_interval": [t_low, t_high]}`` (e.g. ``lcm`` for
     a latent consistency model; ``ddim`` with trailing spacing at the 4 steps it was distilled
     for, for a progressively distilled student; without ``steps`` a call takes 20, without
-    ``guidance_interval`` it guides at every step). They are stored in model_index.json under ``_difflab_sampling``
-    and decide the scheduler plain diffusers gets (LCMScheduler for ``lcm``). Without them a call
+    ``guidance_interval`` it guides at every step). They are stored in model_index.json under
+    ``_difflab_sampling`` and decide the scheduler plain diffusers gets (LCMScheduler for
+    ``lcm``). Without them a call
     uses dpmpp_2m at guidance 5. A denoiser that takes the guidance weight as an input
     (``time_cond_proj_dim``, see :func:`~difflab.models.networks.guidance_embedding`) gets
     ``guidance`` that way instead of through classifier-free guidance.
@@ -404,10 +406,7 @@ class TextToImagePipeline:
                 interval=guidance_interval,
             )  # fmt: skip
 
-        def conditional(x, t):
-            return model(x, t, context)
-
-        return conditional
+        return conditional_model(model, context)
 
     def initial_noise(self, count: int, seed: int | Sequence[torch.Generator]) -> torch.Tensor:
         """Starting latents, one generator per image (seed, seed + 1, ...), so an image does not
@@ -437,8 +436,8 @@ class TextToImagePipeline:
         to :meth:`sampling_steps`. ``guidance_interval`` = (t_low, t_high) limits
         classifier-free guidance to those timesteps (Kynkaanniemi et al. 2024; see
         :func:`~difflab.guidance.classifier_free_guidance`), ``"all"`` guides at every step,
-        None takes :meth:`guidance_interval_setting`. ``guide`` wraps the guided denoiser (:data:`difflab.guidance.Guide`; classifier / CLIP guidance
-        and thresholding act on pixels, so give one to a pixel-space model); then a pixel
+        None takes :meth:`guidance_interval_setting`. ``guide`` wraps the guided denoiser
+        (:data:`difflab.guidance.Guide`; classifier / CLIP guidance and thresholding act on pixels, so give one to a pixel-space model); then a pixel
         model's implied x0 is thresholded: ``threshold`` None = the folder's default
         (:attr:`clip_sample`), ``"none"``, ``"static"`` or ``"dynamic"``."""
         if self.vae is not None and resolved_threshold(threshold, False):
@@ -510,3 +509,25 @@ def image_grid(images: Sequence[Image.Image], columns: int | None = None) -> Ima
     for i, image in enumerate(images):
         grid.paste(image, ((i % columns) * w, (i // columns) * h))
     return grid
+
+
+def resolved_guidance_interval(pipeline, interval: Sequence[int] | str | None = None):
+    """The guidance interval ``pipeline`` runs for ``interval`` - for a text-to-image pipeline
+    :meth:`TextToImagePipeline.guidance_interval_setting` (None becomes the folder's default),
+    so that reports and PNGs record what ran; other pipelines' ``interval`` as given."""
+    if isinstance(pipeline, TextToImagePipeline):
+        return pipeline.guidance_interval_setting(interval)
+    return interval
+
+
+def guidance_interval_keywords(pipeline, interval: Sequence[int] | str | None) -> dict:
+    """The keywords that hand ``interval`` to ``pipeline.latents`` (none when it is None); a
+    clear error for the pipelines that have no guidance interval (cascades, unCLIP)."""
+    if interval is None:
+        return {}
+    if not isinstance(pipeline, TextToImagePipeline):  # e.g. "all" replayed on a cascade
+        raise ValueError(
+            f"a guidance interval applies to text-to-image models (latent or pixel), not to "
+            f"{type(pipeline).__name__}; leave --guidance-interval out."
+        )
+    return {"guidance_interval": interval if isinstance(interval, str) else tuple(interval)}

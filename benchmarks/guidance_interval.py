@@ -57,7 +57,7 @@ def measure(args, interval: list[int] | None, pipeline, suite: list[dict]) -> di
     images, indices, seconds = suite_images(
         pipeline, suite, args.images_per_prompt, steps=args.steps, sampler=args.sampler,
         guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
-        guidance_interval=interval,
+        guidance_interval=interval, progress=True,
     )  # fmt: skip
     rows = score_images(images, indices, suite)["results"]
     return {

@@ -159,7 +159,7 @@ def train_focused(args) -> Path:
         0.1,
     )
     train_config = TrainConfig(
-        max_steps=args.steps, batch_size=128, learning_rate=args.lr, warmup_steps=100,
+        max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=100,
         lr_schedule="constant", ema_decay=0.999, checkpoint_every=500, sample_every=0,
         log_every=50,
     )  # fmt: skip
@@ -169,7 +169,7 @@ def train_focused(args) -> Path:
     pipeline.save_pretrained(out / "pipeline", include_text_encoder=False)
     summary = {
         "world": {"shapes": args.shapes or "all", "colours": args.colours or "all"},
-        "scenes": args.scenes, "steps": result.step, "batch": 128, "lr": args.lr,
+        "scenes": args.scenes, "steps": result.step, "batch": args.batch_size, "lr": args.lr,
         "denoiser": args.denoiser, "schedule": schedule.name, "prediction": args.prediction,
         "weighting": args.weighting, "seed": args.seed, "train_seconds": result.total_seconds,
         "command": f"python benchmarks/relations.py {shlex.join(sys.argv[1:])}",
@@ -587,6 +587,7 @@ def main() -> None:
         help="measure the ideal denoiser of the training set --train would draw",
     )
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=128, help="of --train (a GPU takes 2048)")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--scenes", type=int, default=20000)
     parser.add_argument("--shapes", default="", help="comma-separated; default every shape")

@@ -168,6 +168,8 @@ def generate(
             prompts = [""]
         if num_images < 1:
             raise typer.BadParameter("--num-images must be at least 1.")
+        if steps is not None and steps < 1:
+            raise typer.BadParameter("--steps must be at least 1.")
         if sampler is not None:
             get_sampler(sampler)  # a clear error before any loading
         if threshold is not None and threshold not in (*THRESHOLDS, "none"):
@@ -365,6 +367,8 @@ def eval_shapes(
         raise typer.BadParameter(
             "give --images DIR to score, or --model NAME to generate and score."
         )
+    if images_per_prompt < 1:
+        raise typer.BadParameter("--images-per-prompt must be at least 1.")
     try:
         if lora is not None and model is None:
             from difflab.zoo import DEFAULT_MODEL, lora_teacher
@@ -672,9 +676,26 @@ def shapes_suite(
     typer.echo(f"wrote {written} images to {out}")
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+# What bad input raises in the library: a message that names the problem and the fix, which the
+# console entry point prints without a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError)
+
+
+def main() -> None:
+    """The console entry point: :data:`app`, with an expected error (:data:`USER_ERRORS`) printed as
+    ``error: <message>`` (exit code 2) instead of a traceback; ``DIFFLAB_TRACEBACK=1`` shows the
+    traceback too."""
+    import os
+
+    try:
+        app()
+    except USER_ERRORS as error:
+        if os.environ.get("DIFFLAB_TRACEBACK", "") not in ("", "0"):
+            raise
+        typer.echo(f"error: {error}", err=True)
+        typer.echo("(DIFFLAB_TRACEBACK=1 shows where it was raised)", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":  # `python -m difflab.cli` and `accelerate launch -m difflab.cli`
-    app()
+    main()

@@ -20,13 +20,14 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from difflab import __version__
 from difflab.guidance import EVERY_STEP
 from difflab.pipelines.text_to_image import (
     DEFAULT_STEPS,
+    checked_steps,
     guidance_interval_keywords,
     image_grid,
     images_to_pil,
@@ -100,7 +101,7 @@ def model_sampling(
     sampler, guidance, _ = pipeline.sampling_settings(sampler, guidance)
     if hasattr(pipeline, "sampling_steps"):  # a folder that may name its steps
         return sampler, guidance, pipeline.sampling_steps(steps)
-    return sampler, guidance, steps or DEFAULT_STEPS
+    return sampler, guidance, DEFAULT_STEPS if steps is None else checked_steps(steps)
 
 
 def save_png(image: Image.Image, path: Path, settings: GenerationSettings | dict) -> None:
@@ -117,8 +118,13 @@ def save_png(image: Image.Image, path: Path, settings: GenerationSettings | dict
 
 def settings_from_png(path: str | Path) -> GenerationSettings:
     """Read the generation settings stored in a PNG written by :func:`save_png`."""
-    with Image.open(path) as image:
-        text = getattr(image, "text", {}) or {}
+    try:
+        with Image.open(path) as image:
+            text = getattr(image, "text", {}) or {}
+    except UnidentifiedImageError:
+        raise ValueError(
+            f"{path} is not an image; pass a PNG written by `difflab generate`."
+        ) from None
     if METADATA_KEY not in text:
         raise ValueError(
             f"{path} carries no difflab generation settings (no '{METADATA_KEY}' PNG text "

@@ -181,6 +181,54 @@ def test_generate_bad_input(tiny_pipeline_folder, tmp_path):
     )
     result = runner.invoke(app, ["generate"])
     assert result.exit_code != 0 and "at least one prompt" in result.output
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not an image")
+    result = runner.invoke(app, ["generate", "--from-png", str(not_an_image)])
+    assert result.exit_code != 0 and "is not an image" in str(result.exception)
+    # 0 steps is an error, not "the default 20" (a `steps or default` slip once made it so)
+    out = tmp_path / "zero-steps"
+    args = [
+        "generate",
+        "x",
+        "--model",
+        str(tiny_pipeline_folder),
+        "--steps",
+        "0",
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "--steps must be at least 1" in result.output
+    assert not out.exists()
+
+
+def test_steps_zero_is_refused_by_the_library(tiny_pipeline):
+    from difflab.generate import model_sampling
+
+    for steps in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="steps must be a whole number of at least 1"):
+            tiny_pipeline(["x"], steps=steps)
+        with pytest.raises(ValueError, match="steps must be a whole number of at least 1"):
+            model_sampling(tiny_pipeline, None, None, steps)
+    assert model_sampling(tiny_pipeline, None, None, None)[2] == 20
+
+
+def test_console_entry_prints_user_errors_without_a_traceback(
+    tiny_pipeline_folder, monkeypatch, capsys
+):
+    from difflab.cli import main
+
+    monkeypatch.delenv("DIFFLAB_TRACEBACK", raising=False)
+    args = ["difflab", "generate", "x", "--model", str(tiny_pipeline_folder), "--sampler", "plms"]
+    monkeypatch.setattr("sys.argv", args)
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert err.startswith("error: unknown sampler 'plms'") and "Traceback" not in err
+    monkeypatch.setenv("DIFFLAB_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="unknown sampler 'plms'"):
+        main()
 
 
 def test_export_writes_a_complete_folder(tiny_pipeline_folder, tmp_path):

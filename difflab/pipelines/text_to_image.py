@@ -39,6 +39,14 @@ SAMPLING_KEY = "_difflab_sampling"  # in model_index.json; diffusers skips keys 
 DEFAULT_SAMPLER, DEFAULT_GUIDANCE, DEFAULT_STEPS = "dpmpp_2m", 5.0, 20
 
 
+def checked_steps(steps) -> int:
+    """``steps`` as an int; a ValueError naming the fix when it is not a whole number >= 1 (a
+    0 must not fall back to the default, as ``steps or default`` would)."""
+    if isinstance(steps, bool) or not float(steps).is_integer() or steps < 1:
+        raise ValueError(f"steps must be a whole number of at least 1, got {steps!r}.")
+    return int(steps)
+
+
 def sampling_defaults_from_scheduler(config: dict) -> dict:
     """The sampling defaults a diffusers scheduler config implies: multistep consistency
     sampling (``lcm``) for an ``LCMScheduler`` folder, none otherwise."""
@@ -357,8 +365,10 @@ class TextToImagePipeline:
 
     def sampling_steps(self, steps: int | None = None) -> int:
         """The number of steps a call runs: what it names, else the folder's ``defaults``, else
-        20."""
-        return int(steps or self.defaults.get("steps", DEFAULT_STEPS))
+        20. Zero or fewer steps is an error, not "the default"."""
+        if steps is None:
+            return int(self.defaults.get("steps", DEFAULT_STEPS))
+        return checked_steps(steps)
 
     def denoiser(self) -> Callable[..., torch.Tensor]:
         """The conditional model ``model(x_t, t, context, guidance=None)`` the samplers and

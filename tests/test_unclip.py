@@ -76,6 +76,8 @@ def test_prior_samples_are_destandardised_unit_embeddings(unclip):
                          noise_per_image((16,), 2, PRIOR_SEED_OFFSET), 3)  # fmt: skip
     c = unclip.prior_embeddings(text, steps=3, guidance=1.0, seed=0)
     assert torch.allclose(c, torch.nn.functional.normalize(2.0 * x0 + 0.3, dim=-1), atol=1e-6)
+    with pytest.raises(ValueError, match="steps must be a whole number of at least 1"):
+        unclip.prior_embeddings(text, steps=0)  # not "the default 25"
 
 
 def test_variations_interpolations_and_storage(unclip, tmp_path):

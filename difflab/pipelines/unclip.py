@@ -43,6 +43,7 @@ from difflab.pipelines.cascade import read_pipeline_index
 from difflab.pipelines.text_to_image import (
     DEFAULT_SAMPLER,
     SAMPLING_KEY,
+    checked_steps,
     decode_latents,
     images_to_pil,
     noise_per_image,
@@ -145,7 +146,7 @@ class UnCLIPPipeline:
                 f"{self.name or 'this unCLIP pipeline'} has no prior yet: train one (`difflab "
                 "train shapes-unclip-prior`), or decode text embeddings directly (use_prior=False)"
             )
-        steps = steps or self.setting("prior_steps")
+        steps = self.setting("prior_steps") if steps is None else checked_steps(steps)
         guidance = self.setting("prior_guidance") if guidance is None else guidance
         n, device = text_embeddings.shape[0], next(self.prior.parameters()).device
         cond = text_embeddings.to(device)

@@ -187,3 +187,34 @@ def test_place_captions_name_where_the_lone_object_is_and_reverse_it(load_benchm
                  "bottom": "at the bottom"}  # fmt: skip
         assert true.endswith(words[place]) and thing.colour in true and thing.shape in true
         assert reversed_ == true.replace(words[place], words[relations.OPPOSITE_PLACE[place]])
+
+
+def test_one_wording_names_a_relation_that_holds(load_benchmark):
+    from difflab.data.shapes import scene_rng
+    from difflab.data.shapes_captions import RELATION_WORDS
+    from difflab.data.shapes_scene import relations_from_boxes, sample_scene
+
+    relations = load_benchmark("relations")
+    config = relations.scene_config("circle,square", "red,blue")
+    kinds = set()
+    for index in range(200):
+        rng = scene_rng(0, "train", index)
+        scene = sample_scene(rng, config)
+        caption = relations.one_wording(scene, rng)
+        a, b = scene.objects
+        named = [(w, r) for r, w in RELATION_WORDS.items() if f" {w} " in caption]
+        if (a.shape, a.colour) == (b.shape, b.colour):
+            assert caption == f"two {a.colour} {a.shape}s"
+            kinds.add("pair")
+        elif not named:
+            assert " and " in caption
+            kinds.add("list")
+        else:
+            ((words, relation),) = named
+            first, second = caption.split(f" {words} ")
+            subject = next(o for o in scene.objects if first == f"a {o.colour} {o.shape}")
+            other = b if subject is a else a
+            assert second == f"a {other.colour} {other.shape}"
+            assert relation in relations_from_boxes(subject.box(), other.box())
+            kinds.add(relation)
+    assert {"pair", "left of", "right of", "above", "below"} <= kinds

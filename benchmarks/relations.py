@@ -30,7 +30,9 @@ optionally in a smaller world (``--shapes circle --colours red,blue``: the only 
 learn beyond "two circles" is which one is red), with the noise schedule, prediction type and
 loss weighting to test, then measures it like the others. ``--shift K`` shifts the schedule's
 log-SNR by -2 log K (Hoogeboom et al. 2023, simple diffusion, Sec. 3.1), so that more training
-happens where the layout is hidden by noise.
+happens where the layout is hidden by noise. ``--init MODEL`` fine-tunes a trained U-Net model
+(``shapes-t2i``) instead, with its own autoencoder, noise schedule, prediction type and (by
+default, min-SNR) weighting, on the focused captions.
 
     python benchmarks/relations.py --model shapes-t2i --model shapes-t2i-small
     python benchmarks/relations.py --train runs/relations/unet --steps 2000 --lr 1e-3
@@ -38,6 +40,8 @@ happens where the layout is hidden by noise.
         --scenes 5000 --steps 1000 --lr 1e-3 --schedule cosine --prediction v_prediction \\
         --weighting uniform --shift 4
     python benchmarks/relations.py --ideal --shapes circle --colours red,blue --scenes 5000
+    python benchmarks/relations.py --train runs/relations/t2i-one --init shapes-t2i \\
+        --wording one --steps 1500 --lr 2e-4 --ema-decay 0.995
 
 Results are kept in ``<report-dir>/relations.json``, one entry per model (a later call replaces
 the entries of the models it measures and keeps the others), and the report lists them all;
@@ -138,6 +142,28 @@ def focused_schedule(options, shift: float):
     return shifted(schedule, shift) if shift != 1.0 else schedule
 
 
+def trained_denoiser(name: str):
+    """``--init``: the U-Net (fp32) and noise schedule of a trained text-to-image model, a shipped
+    name or a pipeline folder, to fine-tune on the focused captions with the loss it was trained
+    with."""
+    from diffusers import UNet2DConditionModel
+
+    from difflab.pipelines.text_to_image import schedule_from_diffusers_config
+    from difflab.zoo import resolve_model
+
+    folder = resolve_model(name)
+    unet_config = folder / "unet" / "config.json"
+    if json.loads(unet_config.read_text()).get("_class_name") != "UNet2DConditionModel":
+        raise ValueError(
+            f"--init {name}: its denoiser ({unet_config}) is not a U-Net; --init takes a U-Net model such as shapes-t2i"
+        )
+    scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    unet = UNet2DConditionModel.from_pretrained(
+        folder / "unet", torch_dtype=torch.float32, use_safetensors=True
+    )
+    return unet, schedule_from_diffusers_config(scheduler_config)
+
+
 def train_focused(args) -> Path:
     """Train a denoiser on relation-captioned two-object scenes; returns its pipeline folder."""
     from difflab.data.shapes import scene_rng
@@ -159,14 +185,17 @@ def train_focused(args) -> Path:
     out = Path(args.train)
     config = scene_config(args.shapes, args.colours)
     options = TextToImageRecipe(
-        vae="shapes-t2i", denoiser=args.denoiser, dit_layers=args.dit_layers,
+        vae=args.init or "shapes-t2i", denoiser=args.denoiser, dit_layers=args.dit_layers,
         schedule=args.schedule, prediction_type=args.prediction, weighting=args.weighting,
     )  # fmt: skip
     _, vae = load_frozen_vae(options.vae)
     prompt_encoder = PromptEncoder.from_pretrained()
-    schedule = focused_schedule(options, args.shift)
-    with seeded_weights(args.seed):  # the Trainer seeds the rest itself
-        denoiser = latent_denoiser(options, 8, vae.config.latent_channels)
+    if args.init:
+        denoiser, schedule = trained_denoiser(args.init)
+    else:
+        schedule = focused_schedule(options, args.shift)
+        with seeded_weights(args.seed):  # the Trainer seeds the rest itself
+            denoiser = latent_denoiser(options, 8, vae.config.latent_channels)
     scenes, texts = [], []
     for index in range(args.scenes):
         rng = scene_rng(0, "train", index)
@@ -185,7 +214,7 @@ def train_focused(args) -> Path:
     )
     train_config = TrainConfig(
         max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=100,
-        lr_schedule="constant", ema_decay=0.999, checkpoint_every=500, sample_every=0,
+        lr_schedule="constant", ema_decay=args.ema_decay, checkpoint_every=500, sample_every=0,
         log_every=50,
     )  # fmt: skip
     result = train(train_config, denoiser, objective, data, out / "run", resume=args.resume)
@@ -196,8 +225,10 @@ def train_focused(args) -> Path:
         "world": {"shapes": args.shapes or "all", "colours": args.colours or "all"},
         "wording": args.wording,
         "scenes": args.scenes, "steps": result.step, "batch": args.batch_size, "lr": args.lr,
-        "denoiser": args.denoiser, "schedule": schedule.name, "prediction": args.prediction,
-        "weighting": args.weighting, "seed": args.seed, "train_seconds": result.total_seconds,
+        "denoiser": args.denoiser,
+        "schedule": f"{args.init}'s schedule" if args.init else schedule.name,
+        "prediction": schedule.prediction_type, "weighting": args.weighting, "seed": args.seed,
+        "init": args.init, "ema_decay": args.ema_decay, "train_seconds": result.total_seconds,
         "command": f"python benchmarks/relations.py {shlex.join(sys.argv[1:])}",
     }  # fmt: skip
     (out / "pipeline" / "relations_training.json").write_text(json.dumps(summary, indent=1))
@@ -591,6 +622,7 @@ def _trained_on(result: dict) -> str:
     minutes = t["train_seconds"] / 60
     return (
         ("one wording per layout" if t.get("wording") == "one" else "relation captions only")
+        + (f", fine-tuning {t['init']}" if t.get("init") else "")
         + f", 2 objects, shapes {t['world']['shapes']}, colours "
         f"{t['world']['colours']}; {t['denoiser']}, {t['schedule']}, {t['prediction']}, "
         f"{t['weighting']}; {t['steps']} x {t['batch']} ({minutes:.0f} min"
@@ -630,7 +662,20 @@ def main() -> None:
     parser.add_argument("--weighting", default="min_snr")
     parser.add_argument("--shift", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0, help="of the focused model's weights")
+    parser.add_argument(
+        "--init", default="",
+        help="--train fine-tunes this trained U-Net model (name or folder) with its own schedule",
+    )  # fmt: skip
+    parser.add_argument("--ema-decay", type=float, default=0.999, help="of --train")
     args = parser.parse_args()
+    if args.init:
+        fixed = {"--denoiser": ("denoiser", "unet"), "--schedule": ("schedule", "scaled_linear"),
+                 "--prediction": ("prediction", "epsilon"), "--shift": ("shift", 1.0)}  # fmt: skip
+        clashes = [flag for flag, (key, default) in fixed.items() if getattr(args, key) != default]
+        if clashes:
+            parser.error(
+                f"--init keeps the model's own denoiser and noise schedule; drop {', '.join(clashes)}"
+            )
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     models = list(args.model)
     report_dir = Path(args.report_dir)

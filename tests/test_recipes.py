@@ -308,8 +308,12 @@ def test_encoding_cache_key_follows_its_inputs(tiny_vae_run, prompt_encoder):
         ShapesDataset(length=8, size=16, seed=1),
         ShapesDataset(length=9, size=16, seed=0),
         ShapesDataset(length=8, size=32, seed=0),
+        ShapesDataset(length=8, size=16, seed=0, relation_wording="plain"),
+        ShapesDataset(length=8, size=16, seed=0, relation_probability=0.6),
     ):
         assert encoding_key(vae_dir, prompt_encoder, other) != key
+    default = ShapesDataset(length=8, size=16, seed=0, relation_probability=0.3)
+    assert encoding_key(vae_dir, prompt_encoder, default) == key
 
 
 def test_caption_states_are_encoded_once_for_pixel_and_latent_sets(

@@ -218,3 +218,29 @@ def test_one_wording_names_a_relation_that_holds(load_benchmark):
             assert relation in relations_from_boxes(subject.box(), other.box())
             kinds.add(relation)
     assert {"pair", "left of", "right of", "above", "below"} <= kinds
+
+
+def test_init_starts_from_the_shipped_unet_and_its_own_schedule(load_benchmark):
+    relations = load_benchmark("relations")
+    import difflab
+
+    unet, schedule = relations.trained_denoiser("shapes-t2i")
+    pipeline = difflab.load_pipeline("shapes-t2i")
+    assert schedule.prediction_type == pipeline.schedule.prediction_type == "epsilon"
+    assert torch.allclose(schedule.alphas_cumprod, pipeline.schedule.alphas_cumprod)
+    ours = unet.state_dict()
+    theirs = pipeline.unet.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(ours[k].dtype == torch.float32 for k in ours)
+    assert all(torch.equal(ours[k], theirs[k].float()) for k in ours)
+
+
+def test_init_refuses_a_schedule_of_its_own(load_benchmark, monkeypatch, capsys):
+    relations = load_benchmark("relations")
+    argv = ["relations.py", "--train", "x", "--init", "shapes-t2i", "--shift", "4"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit):
+        relations.main()
+    assert "--init keeps the model's own denoiser and noise schedule; drop --shift" in (
+        capsys.readouterr().err
+    )

@@ -1,6 +1,7 @@
 """The caption grammar: phrasing, truthfulness of counts and relations, determinism."""
 
 import numpy as np
+import pytest
 
 from difflab.data.shapes import (
     Phrase,
@@ -78,3 +79,32 @@ def test_sampled_captions_are_distinct_deterministic_and_from_the_grammar():
         assert set(drawn) <= set(all_captions(scene))
     single = Scene((ShapeObject("star", "white", "large", (0.5, 0.5)),))
     assert "a white star in the middle" in all_captions(single)
+
+
+def test_plain_relation_wording_keeps_the_draw_and_drops_prefix_and_paraphrase():
+    """ "plain" words a relation caption as the ShapesEval prompts do; it draws the same numbers,
+    so it names the same objects and relation as the grammar's caption from the same generator,
+    and list captions are unchanged."""
+    rng = np.random.default_rng(1)
+    relation_words = ("to the left of", "to the right of", "above", "below")
+    relations = plain_grammar_matches = 0
+    for _ in range(200):
+        scene = sample_scene(rng)
+        seed = int(rng.integers(1 << 30))
+        grammar = captions(scene, np.random.default_rng(seed), 1, 0.8)[0]
+        plain = captions(scene, np.random.default_rng(seed), 1, 0.8, "plain")[0]
+        assert plain in all_captions(scene)
+        said = [w for w in relation_words if f" {w} " in grammar]
+        if not said:
+            assert plain == grammar
+            continue
+        relations += 1
+        assert [w for w in relation_words if f" {w} " in plain] == said
+        assert not plain.startswith(("a picture of", "an image of"))
+        assert " that " not in plain and not plain.startswith("one ")
+        for colour_or_shape in plain.replace(said[0], " ").split():
+            assert colour_or_shape in grammar  # the same objects at the same level
+        plain_grammar_matches += plain == grammar
+    assert relations > 50 and 0 < plain_grammar_matches < relations
+    with pytest.raises(ValueError, match="unknown relation wording 'fancy'; use one of grammar"):
+        captions(scene, rng, 1, relation_wording="fancy")

@@ -131,6 +131,10 @@ def test_config_errors_name_the_problem_and_the_valid_options():
         SceneConfig(count_weights=(1.0,))
     with pytest.raises(ValueError, match="style"):
         render(sample_scene(np.random.default_rng(0)), 32, style="cubist")
+    with pytest.raises(ValueError, match="unknown relation wording.*fancy.*grammar, plain"):
+        ShapesDataset(4, relation_wording="fancy")
+    with pytest.raises(ValueError, match=r"relation_probability .* in \[0, 1\]; got 1.5"):
+        ShapesDataset(4, relation_probability=1.5)
 
 
 def test_sampling_distribution_and_held_out_pairs():

@@ -34,6 +34,8 @@ from torch.utils.data import Dataset
 
 from difflab.data.shapes_captions import (
     LEVELS,
+    RELATION_PROBABILITY,
+    RELATION_WORDINGS,
     Phrase,
     all_captions,
     captions,
@@ -113,7 +115,8 @@ class ShapesDataset(Dataset):
     :func:`scene_from_dict` rebuilds masks, boxes and every derived view).
 
     Item ``i`` of a split is a pure function of ``(seed, split, i)`` (see :func:`scene_rng`).
-    ``config.held_out`` pairs never appear in ``"train"``; ``"validation"`` samples them too unless
+    Captions are drawn by :func:`captions` with ``relation_probability`` and
+    ``relation_wording``. ``config.held_out`` pairs never appear in ``"train"``; ``"validation"`` samples them too unless
     ``validation_includes_held_out`` is false. With ``embed_fn`` (any ``list[str] -> Tensor``
     callable, e.g. a frozen text encoder) the captions of all items are drawn and embedded once, in
     batches of ``embed_batch_size``, and each item carries its caption's row.
@@ -131,9 +134,18 @@ class ShapesDataset(Dataset):
         embed_fn: Callable[[list[str]], torch.Tensor] | None = None,
         embed_batch_size: int = 256,
         with_scene: bool = False,
+        relation_probability: float = RELATION_PROBABILITY,
+        relation_wording: str = "grammar",
     ) -> None:
         scene_rng(seed, split, 0)  # validates split
         check_names("style", style, STYLES)
+        check_names("relation wording", relation_wording, RELATION_WORDINGS)
+        if not 0.0 <= relation_probability <= 1.0:
+            raise ValueError(
+                f"relation_probability is the share of relation captions among scenes with a "
+                f"clear pair, in [0, 1]; got {relation_probability}"
+            )
+        self.relation_probability, self.relation_wording = relation_probability, relation_wording
         if length < 1 or size < 4:
             raise ValueError(f"need length >= 1 and size >= 4, got length={length}, size={size}")
         config = config or SceneConfig()
@@ -175,7 +187,8 @@ class ShapesDataset(Dataset):
             raise IndexError(f"index {index} out of range for a dataset of length {self.length}")
         rng = scene_rng(self.seed, self.split, index)
         scene = sample_scene(rng, self.config)
-        return scene, captions(scene, rng, 1)[0]
+        text = captions(scene, rng, 1, self.relation_probability, self.relation_wording)[0]
+        return scene, text
 
     def __getitem__(self, index: int) -> dict:
         scene, caption = self.scene_and_caption(index)

@@ -45,6 +45,11 @@ WHERE_WORDS = {
     "bottom": "at the bottom",
     "middle": "in the middle",
 }
+# How a drawn relation caption is worded: "grammar" - every wording the grammar has (a prefix
+# such as "an image of ", and either phrase variant); "plain" - one wording, the ShapesEval
+# prompts' ("a circle to the left of a red square": no prefix, variant 0 phrases).
+RELATION_WORDINGS = ("grammar", "plain")
+RELATION_PROBABILITY = 0.3
 # Relations in captions need a clearer separation than GenEval's evaluation threshold (0.1), so
 # that a caption stays true under small jitter of a generated image.
 CAPTION_RELATION_THRESHOLD = 0.25
@@ -172,12 +177,23 @@ def all_captions(scene: Scene) -> list[str]:
 
 
 def captions(
-    scene: Scene, rng: np.random.Generator, k: int = 1, relation_probability: float = 0.3
+    scene: Scene,
+    rng: np.random.Generator,
+    k: int = 1,
+    relation_probability: float = RELATION_PROBABILITY,
+    relation_wording: str = "grammar",
 ) -> list[str]:
     """Draw ``k`` distinct captions of ``scene`` (fewer if the grammar has fewer) using ``rng``.
 
-    A relation caption is drawn with ``relation_probability`` when the scene has a clear pair.
+    A relation caption is drawn with ``relation_probability`` when the scene has a clear pair,
+    worded as ``relation_wording`` says (:data:`RELATION_WORDINGS`). ``"plain"`` draws the same
+    numbers from ``rng`` as ``"grammar"`` and only drops the prefix and phrase variant, so the
+    two give the same objects, levels and relations for the same generator.
     """
+    if relation_wording not in RELATION_WORDINGS:
+        raise ValueError(
+            f"unknown relation wording {relation_wording!r}; use one of {', '.join(RELATION_WORDINGS)}"
+        )
     relation_options = None
     out: list[str] = []
     for _ in range(20 * k):
@@ -187,9 +203,10 @@ def captions(
                 relation_options = _relation_options(scene)
             if relation_options:
                 a, rel, b = relation_options[rng.integers(len(relation_options))]
-                text = relation_text(
-                    a, rel, b, tuple(rng.integers(PHRASE_VARIANTS, size=2)), prefix
-                )  # type: ignore[arg-type]
+                variants = tuple(rng.integers(PHRASE_VARIANTS, size=2))
+                if relation_wording == "plain":
+                    variants, prefix = (0, 0), ""
+                text = relation_text(a, rel, b, variants, prefix)  # type: ignore[arg-type]
                 if text not in out:
                     out.append(text)
                 if len(out) == k:

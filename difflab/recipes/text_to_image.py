@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from difflab.data.shapes import ShapesDataset
+from difflab.data.shapes_captions import RELATION_PROBABILITY
 from difflab.models.networks import (
     parameter_count,
     text_conditional_dit,
@@ -81,6 +82,10 @@ class TextToImageRecipe:
     # a shipped model name or pipeline folder whose denoiser weights training starts from
     # (fine-tuning, or more compute for a shipped model); "" = random initialisation
     init_from: str = ""
+    # the training captions: the share of relation captions among scenes with a clear pair, and
+    # their wording ("grammar" or "plain", see difflab.data.shapes_captions.RELATION_WORDINGS)
+    relation_probability: float = RELATION_PROBABILITY
+    relation_wording: str = "grammar"
 
 
 class CachedLatents(torch.utils.data.Dataset):
@@ -220,7 +225,7 @@ def _save_atomically(tensors: dict, path: Path, metadata: dict | None = None) ->
 def encoding_key(vae_path: Path | None, prompt_encoder: PromptEncoder, data: ShapesDataset) -> str:
     """A digest of everything the encoded training set depends on: the VAE's config and weights,
     the text encoder's window and (a sample of every tensor of its) weights, and the dataset's
-    length, size, seed, split, style and scene distribution."""
+    length, size, seed, split, style, scene distribution and caption options."""
     digest = hashlib.sha256(b"pixels" if vae_path is None else b"")
     for file in sorted(vae_path.glob("*")) if vae_path is not None else ():
         digest.update(file.name.encode() + file.read_bytes())
@@ -229,6 +234,9 @@ def encoding_key(vae_path: Path | None, prompt_encoder: PromptEncoder, data: Sha
         prompt_encoder.max_length, len(data), data.size, data.seed, data.split, data.style,
         data.config,
     )  # fmt: skip
+    captioning = (data.relation_probability, data.relation_wording)
+    if captioning != (RELATION_PROBABILITY, "grammar"):  # the default keeps the keys it had
+        description += captioning
     digest.update(repr(description).encode())
     return digest.hexdigest()[:24]
 
@@ -455,7 +463,13 @@ def run(
     if options.init_from:
         start_from_pipeline(unet, options.init_from, vae, schedule)
     data = cached_encode_dataset(
-        ShapesDataset(length=options.dataset_length, size=options.image_size, seed=config.seed),
+        ShapesDataset(
+            length=options.dataset_length,
+            size=options.image_size,
+            seed=config.seed,
+            relation_probability=options.relation_probability,
+            relation_wording=options.relation_wording,
+        ),
         vae,
         vae_path,
         prompt_encoder,

@@ -87,17 +87,6 @@ def scene_config(shapes: str, colours: str):
     return SceneConfig(min_objects=2, max_objects=2, **options)
 
 
-def shifted(schedule, shift: float):
-    """``schedule`` with its log-SNR shifted by -2 log(shift) (simple diffusion, Hoogeboom et
-    al. 2023, Sec. 3.1: a noisier schedule); betas capped at 0.999 as the cosine schedule's are."""
-    from difflab.schedules import NoiseSchedule
-
-    alpha_bar = torch.sigmoid(schedule.log_snr - 2 * np.log(shift))
-    previous = torch.cat([torch.ones(1, dtype=alpha_bar.dtype), alpha_bar[:-1]])
-    betas = (1 - alpha_bar / previous).clamp(1e-8, 0.999)
-    return NoiseSchedule(betas, schedule.prediction_type, name=f"{schedule.name}-shift{shift:g}")
-
-
 @torch.no_grad()
 def scene_latents(scenes, vae) -> torch.Tensor:
     """The latents (posterior mean x scaling factor) of the scenes' 32 px flat renders, encoded
@@ -135,11 +124,13 @@ def one_wording(scene, rng) -> str:
 
 
 def focused_schedule(options, shift: float):
-    """The recipe's noise schedule, log-SNR shifted by ``--shift`` (:func:`shifted`)."""
+    """The recipe's noise schedule, log-SNR shifted by ``--shift``
+    (:func:`difflab.schedules.shifted_schedule`)."""
+    from dataclasses import replace
+
     from difflab.recipes.text_to_image import recipe_schedule
 
-    schedule = recipe_schedule(options)
-    return shifted(schedule, shift) if shift != 1.0 else schedule
+    return recipe_schedule(replace(options, schedule_shift=shift))
 
 
 def trained_denoiser(name: str):
@@ -214,7 +205,8 @@ def train_focused(args) -> Path:
     )
     train_config = TrainConfig(
         max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, warmup_steps=100,
-        lr_schedule="constant", ema_decay=args.ema_decay, checkpoint_every=500, sample_every=0,
+        lr_schedule="constant", ema_decay=args.ema_decay, mixed_precision=args.mixed_precision,
+        checkpoint_every=500, sample_every=0,
         log_every=50,
     )  # fmt: skip
     result = train(train_config, denoiser, objective, data, out / "run", resume=args.resume)
@@ -228,7 +220,8 @@ def train_focused(args) -> Path:
         "denoiser": args.denoiser,
         "schedule": f"{args.init}'s schedule" if args.init else schedule.name,
         "prediction": schedule.prediction_type, "weighting": args.weighting, "seed": args.seed,
-        "init": args.init, "ema_decay": args.ema_decay, "train_seconds": result.total_seconds,
+        "init": args.init, "ema_decay": args.ema_decay, "mixed_precision": args.mixed_precision,
+        "train_seconds": result.total_seconds,
         "command": f"python benchmarks/relations.py {shlex.join(sys.argv[1:])}",
     }  # fmt: skip
     (out / "pipeline" / "relations_training.json").write_text(json.dumps(summary, indent=1))
@@ -667,6 +660,10 @@ def main() -> None:
         help="--train fine-tunes this trained U-Net model (name or folder) with its own schedule",
     )  # fmt: skip
     parser.add_argument("--ema-decay", type=float, default=0.999, help="of --train")
+    parser.add_argument(
+        "--mixed-precision", default="no", choices=("no", "bf16", "fp16"),
+        help="of --train (accelerate's; bf16 on a GPU)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.init:
         fixed = {"--denoiser": ("denoiser", "unet"), "--schedule": ("schedule", "scaled_linear"),

@@ -149,6 +149,22 @@ def make_schedule(
     return NoiseSchedule(betas.double(), prediction_type=prediction_type, name=name)
 
 
+def shifted_schedule(schedule: NoiseSchedule, shift: float) -> NoiseSchedule:
+    """``schedule`` with its log-SNR shifted by -2 log(``shift``): alpha-bar_t =
+    sigmoid(log-SNR_t - 2 log shift), a noisier schedule for ``shift`` > 1 (Hoogeboom et al.
+    2023, simple diffusion, Sec. 3.1, where the shift is the ratio of a resolution to a base
+    resolution), which moves training towards the noise levels where the layout is decided.
+    Betas are capped at 0.999 as the cosine schedule's are; ``shift = 1`` returns ``schedule``."""
+    if shift <= 0:
+        raise ValueError(f"the schedule shift must be positive (1 = no shift), got {shift}.")
+    if shift == 1.0:
+        return schedule
+    alpha_bar = torch.sigmoid(schedule.log_snr - 2 * math.log(shift))
+    previous = torch.cat([torch.ones(1, dtype=alpha_bar.dtype), alpha_bar[:-1]])
+    betas = (1 - alpha_bar / previous).clamp(1e-8, 0.999)
+    return NoiseSchedule(betas, schedule.prediction_type, name=f"{schedule.name}-shift{shift:g}")
+
+
 def karras_sigmas(
     sigma_min: float, sigma_max: float, num_steps: int, rho: float = 7.0
 ) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from difflab.data.shapes import render
 from difflab.eval.shapes import Detection, detect, load_suite, scene_for_prompt
 from difflab.eval.shapes_detector import as_float_image
-from difflab.schedules import make_schedule
+from difflab.schedules import make_schedule, shifted_schedule
 
 
 def box_detection(shape, colour, box):
@@ -76,15 +76,20 @@ def test_changed_captions_reverse_the_relation_or_replace_one_colour(load_benchm
 
 
 def test_shifted_schedule_moves_log_snr_by_minus_two_log_k(load_benchmark):
+    from difflab.recipes.text_to_image import TextToImageRecipe
+
     relations = load_benchmark("relations")
     base = make_schedule("cosine", prediction_type="v_prediction")
-    assert torch.allclose(
-        relations.shifted(base, 1.0).alphas_cumprod, base.alphas_cumprod, rtol=1e-5
-    )
-    moved = relations.shifted(base, 4.0)
+    assert shifted_schedule(base, 1.0) is base
+    moved = shifted_schedule(base, 4.0)
     inner = slice(1, 990)  # away from the capped betas at the ends
     assert torch.allclose(moved.log_snr[inner], base.log_snr[inner] - 2 * np.log(4.0), atol=1e-6)
-    assert moved.prediction_type == "v_prediction"
+    assert moved.prediction_type == "v_prediction" and moved.name == "cosine-shift4"
+    options = TextToImageRecipe(schedule="cosine", prediction_type="v_prediction")
+    focused = relations.focused_schedule(options, 4.0)
+    assert torch.equal(focused.alphas_cumprod, moved.alphas_cumprod)
+    with pytest.raises(ValueError, match="schedule shift must be positive"):
+        shifted_schedule(base, 0.0)
 
 
 def test_report_lists_every_stored_model_and_keeps_its_reading(

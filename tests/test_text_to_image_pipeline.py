@@ -225,3 +225,18 @@ def test_pipeline_runs_on_the_gpu_whole_or_split(tiny_pipeline):
     assert next(whole.vae.parameters()).is_cuda
     assert next(whole.prompt_encoder.text_encoder.parameters()).is_cuda
     assert torch.allclose(whole.latents(["a red circle"], steps=4).cpu(), cpu, atol=1e-3)
+
+
+def test_a_shifted_schedule_round_trips_through_the_folder(pipeline, tmp_path):
+    """A recipe's ``schedule_shift`` changes the betas; the folder stores them, so a loaded
+    pipeline (and diffusers) samples with the schedule the model was trained on."""
+    from difflab.schedules import make_schedule, shifted_schedule
+
+    shifted = shifted_schedule(make_schedule("cosine", prediction_type="v_prediction"), 4.0)
+    model = TextToImagePipeline(
+        pipeline.unet, pipeline.vae, pipeline.prompt_encoder, shifted, name="shifted"
+    )
+    model.save_pretrained(tmp_path, include_text_encoder=False)
+    loaded = TextToImagePipeline.from_pretrained(tmp_path)
+    assert loaded.schedule.prediction_type == "v_prediction"
+    assert torch.allclose(loaded.schedule.alphas_cumprod, shifted.alphas_cumprod, rtol=1e-5)

@@ -34,7 +34,7 @@ from difflab.models.networks import (
 )
 from difflab.models.text_encoder import PromptEncoder
 from difflab.pipelines.text_to_image import TextToImagePipeline, image_grid
-from difflab.schedules import make_schedule
+from difflab.schedules import make_schedule, shifted_schedule
 from difflab.train import TrainConfig, diffusion_objective, train
 
 SAMPLE_PROMPTS = (
@@ -71,6 +71,8 @@ class TextToImageRecipe:
     schedule: str = "scaled_linear"
     beta_start: float = 0.00085
     beta_end: float = 0.012
+    # > 1: a noisier schedule, log-SNR shifted by -2 log(schedule_shift) (simple diffusion)
+    schedule_shift: float = 1.0
     prediction_type: str = "epsilon"
     weighting: str = "min_snr"
     caption_dropout: float = 0.1
@@ -421,13 +423,16 @@ def same_weights(ours: dict, stored: dict) -> bool:
 
 
 def recipe_schedule(options: TextToImageRecipe):
-    """The noise schedule the recipe's options name."""
-    return make_schedule(
+    """The noise schedule the recipe's options name, log-SNR shifted by ``schedule_shift``
+    (:func:`~difflab.schedules.shifted_schedule`; the pipeline folder stores the shifted betas,
+    so diffusers samples it as trained)."""
+    schedule = make_schedule(
         options.schedule,
         beta_start=options.beta_start,
         beta_end=options.beta_end,
         prediction_type=options.prediction_type,
     )
+    return shifted_schedule(schedule, options.schedule_shift)
 
 
 def grid_sample_fn(pipeline_of, **call_options):

@@ -311,11 +311,14 @@ def recipes(
         None, help="Print this recipe (a name or .toml file) in full, `extends` resolved."
     ),
 ) -> None:
-    """List the shipped training recipes, or print one with --show."""
+    """List the shipped training recipes, or print one with --show (checked as `difflab train`
+    checks it: an unknown key or a wrong type is an error, not printed as if it were read)."""
+    from difflab.recipes import load_recipe
     from difflab.recipes.config import list_recipes, read_recipe_file, recipe_as_toml, recipe_path
 
     if show is not None:
         path = recipe_path(show)
+        load_recipe(path)
         typer.echo(f"# {path}, every key resolved\n" + recipe_as_toml(read_recipe_file(path)))
         return
     for name, path in list_recipes().items():

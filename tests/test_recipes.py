@@ -204,6 +204,10 @@ def test_recipes_show_prints_the_resolved_recipe_that_parses_to_the_same(tmp_pat
     assert "num_intervals = 50" in result.output  # inherited from distill-lcm
     flat = write(tmp_path, "flat.toml", result.output)
     assert load_recipe(flat)[1:3] == load_recipe("distill-lcm-shapes-t2i")[1:3]
+    typo = write(tmp_path, "typo.toml", 'extends = "shapes-t2i"\n[recipe]\nschedule_shfit = 4.0\n')
+    result = CliRunner().invoke(app, ["recipes", "--show", str(typo)])
+    assert result.exit_code != 0 and "schedule_shfit" not in result.output
+    assert "unknown key(s) 'schedule_shfit'. Valid keys are:" in str(result.exception)
     for name, path in list_recipes().items():  # every shipped recipe survives the round trip
         flat = write(tmp_path, f"{name}.toml", recipe_as_toml(read_recipe_file(path)))
         assert load_recipe(flat)[1:3] == load_recipe(name)[1:3], name

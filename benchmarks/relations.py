@@ -666,9 +666,8 @@ def main() -> None:
     )  # fmt: skip
     args = parser.parse_args()
     if args.init:
-        fixed = {"--denoiser": ("denoiser", "unet"), "--schedule": ("schedule", "scaled_linear"),
-                 "--prediction": ("prediction", "epsilon"), "--shift": ("shift", 1.0)}  # fmt: skip
-        clashes = [flag for flag, (key, default) in fixed.items() if getattr(args, key) != default]
+        fixed = ("denoiser", "schedule", "prediction", "shift")  # --init takes the model's own
+        clashes = [f"--{key}" for key in fixed if getattr(args, key) != parser.get_default(key)]
         if clashes:
             parser.error(
                 f"--init keeps the model's own denoiser and noise schedule; drop {', '.join(clashes)}"

@@ -106,5 +106,8 @@ def test_plain_relation_wording_keeps_the_draw_and_drops_prefix_and_paraphrase()
             assert colour_or_shape in grammar  # the same objects at the same level
         plain_grammar_matches += plain == grammar
     assert relations > 50 and 0 < plain_grammar_matches < relations
-    with pytest.raises(ValueError, match="unknown relation wording 'fancy'; use one of grammar"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown relation wording \['fancy'\]; valid relation wordings are: grammar, plain",
+    ):
         captions(scene, rng, 1, relation_wording="fancy")

@@ -116,8 +116,8 @@ class ShapesDataset(Dataset):
 
     Item ``i`` of a split is a pure function of ``(seed, split, i)`` (see :func:`scene_rng`).
     Captions are drawn by :func:`captions` with ``relation_probability`` and
-    ``relation_wording``. ``config.held_out`` pairs never appear in ``"train"``; ``"validation"`` samples them too unless
-    ``validation_includes_held_out`` is false. With ``embed_fn`` (any ``list[str] -> Tensor``
+    ``relation_wording``. ``config.held_out`` pairs never appear in ``"train"``; ``"validation"``
+    samples them too unless ``validation_includes_held_out`` is false. With ``embed_fn`` (any ``list[str] -> Tensor``
     callable, e.g. a frozen text encoder) the captions of all items are drawn and embedded once, in
     batches of ``embed_batch_size``, and each item carries its caption's row.
     """

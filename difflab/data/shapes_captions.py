@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from difflab.data.shapes_geometry import NUMBER_WORDS, PLURALS
+from difflab.data.shapes_geometry import NUMBER_WORDS, PLURALS, check_names
 from difflab.data.shapes_scene import (
     RELATIONS,
     Scene,
@@ -190,10 +190,7 @@ def captions(
     numbers from ``rng`` as ``"grammar"`` and only drops the prefix and phrase variant, so the
     two give the same objects, levels and relations for the same generator.
     """
-    if relation_wording not in RELATION_WORDINGS:
-        raise ValueError(
-            f"unknown relation wording {relation_wording!r}; use one of {', '.join(RELATION_WORDINGS)}"
-        )
+    check_names("relation wording", relation_wording, RELATION_WORDINGS)
     relation_options = None
     out: list[str] = []
     for _ in range(20 * k):

@@ -165,6 +165,31 @@ def shifted_schedule(schedule: NoiseSchedule, shift: float) -> NoiseSchedule:
     return NoiseSchedule(betas, schedule.prediction_type, name=f"{schedule.name}-shift{shift:g}")
 
 
+EPSILON_MIN_TERMINAL_ALPHA_BAR = 1e-6
+"""The smallest alpha-bar_T on which :func:`check_epsilon_prediction` lets an unclipped model
+predict epsilon: x0 is then recovered with at most 1000x its epsilon error (the scaled-linear
+schedule: 37x; linear: 157x; cosine: 20,000x)."""
+
+
+def check_epsilon_prediction(schedule: NoiseSchedule, clip_sample: bool) -> None:
+    """Refuse epsilon prediction on a schedule that ends at (nearly) zero SNR when x0 is not
+    clipped. Samplers recover x0 = (x_T - sqrt(1 - abar_T) eps) / sqrt(abar_T), so at the first
+    step an epsilon error is multiplied by 1 / sqrt(abar_T) (20,000x on the cosine schedule, 81,000x
+    shifted 4x) and, with latents never clipped, the image is lost; as abar_T -> 0 predicting
+    epsilon also stops saying anything about the data (Lin et al. 2024, Common Diffusion Noise
+    Schedules and Sample Steps are Flawed, Sec. 3.2, who switch to v-prediction for this)."""
+    if schedule.prediction_type != "epsilon" or clip_sample:
+        return
+    abar_end = float(schedule.alphas_cumprod[-1])
+    if abar_end < EPSILON_MIN_TERMINAL_ALPHA_BAR:
+        raise ValueError(
+            f"epsilon prediction on the {schedule.name} schedule, whose last alpha-bar is "
+            f"{abar_end:.2g}, cannot be sampled: x0 would carry {abar_end**-0.5:,.0f} times the "
+            'epsilon error at the first step. Set prediction_type = "v_prediction" (or a '
+            'schedule such as "scaled_linear" without a large schedule_shift).'
+        )
+
+
 def karras_sigmas(
     sigma_min: float, sigma_max: float, num_steps: int, rho: float = 7.0
 ) -> torch.Tensor:

@@ -294,6 +294,23 @@ def test_unknown_denoiser_is_refused(tiny_vae_run, tmp_path):
         run_recipe(recipe, tmp_path / "run")
 
 
+def test_epsilon_prediction_on_a_zero_snr_schedule_is_refused_before_training(
+    tiny_vae_run, tmp_path
+):
+    """Latents are never clipped, so an epsilon model on the cosine schedule (alpha-bar_T ~ 2e-9)
+    could not be sampled; the recipe says so before it encodes data or trains."""
+    vae_dir, _ = tiny_vae_run
+    recipe = write(
+        tmp_path,
+        "t2i.toml",
+        f'kind = "text_to_image"\n[recipe]\nvae = "{vae_dir / "vae"}"\nschedule = "cosine"\n'
+        + TINY_TRAIN,
+    )
+    with pytest.raises(ValueError, match='epsilon prediction on the cosine.*"v_prediction"'):
+        run_recipe(recipe, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_image_size_the_network_cannot_take_is_refused(tmp_path):
     recipe = write(tmp_path, "v.toml", 'kind = "vae"\n[recipe]\nimage_size = 30\n' + TINY_TRAIN)
     with pytest.raises(ValueError, match="image size 30 is not divisible by 4.*multiple of 4"):
@@ -493,3 +510,29 @@ sample_steps = 2
         text_to_image.start_from_pipeline(same, trained, vae, make_schedule("linear"))
     with pytest.raises(FileNotFoundError, match="no denoiser weights"):
         text_to_image.start_from_pipeline(same, str(tmp_path), vae, schedule)
+
+
+def test_shapes_t2i_v_recipe_trains_and_stores_its_shifted_v_schedule(tiny_vae_run, tmp_path):
+    """The shipped shapes-t2i-v recipe (a GPU recipe) runs a few steps at tiny sizes; its folder
+    samples with what it trained on: v-prediction on the 4x-shifted cosine schedule."""
+    from difflab.pipelines.text_to_image import TextToImagePipeline
+    from difflab.schedules import make_schedule, shifted_schedule
+
+    vae_dir, _ = tiny_vae_run
+    recipe = write(
+        tmp_path,
+        "v.toml",
+        f'extends = "shapes-t2i-v"\n[recipe]\nvae = "{vae_dir / "vae"}"\nimage_size = 16\n'
+        f"dataset_length = 16\n{DENOISER_OPTIONS['unet']}\nsample_steps = 2\n"
+        + TINY_TRAIN
+        + 'mixed_precision = "no"\nnum_workers = 0\n',
+    )
+    _, options, _, _ = load_recipe(recipe)
+    assert (options.weighting, options.relation_wording) == ("uniform", "plain")
+    run_recipe(recipe, tmp_path / "run")
+    loaded = TextToImagePipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    expected = shifted_schedule(make_schedule("cosine", prediction_type="v_prediction"), 4.0)
+    assert loaded.schedule.prediction_type == "v_prediction"
+    assert torch.allclose(loaded.schedule.alphas_cumprod, expected.alphas_cumprod, rtol=1e-5)
+    (image,) = loaded("a red circle to the left of a blue square", steps=2, seed=0)
+    assert image.size == (16, 16)

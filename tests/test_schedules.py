@@ -88,3 +88,20 @@ def test_schedule_config_round_trip():
     again = NoiseSchedule(torch.tensor(cfg["betas"]), cfg["prediction_type"], cfg["name"])
     assert torch.equal(again.alphas_cumprod, s.alphas_cumprod)
     assert s.alpha_bar(torch.tensor([-1, 0])).tolist() == [1.0, float(s.alphas_cumprod[0])]
+
+
+def test_epsilon_prediction_is_refused_where_the_schedule_ends_at_zero_snr():
+    from difflab.schedules import check_epsilon_prediction, shifted_schedule
+
+    cosine = make_schedule("cosine")  # alpha-bar_T ~ 2e-9
+    with pytest.raises(ValueError, match=r"cosine schedule.*v_prediction"):
+        check_epsilon_prediction(cosine, clip_sample=False)
+    with pytest.raises(ValueError, match="cosine-shift4"):
+        check_epsilon_prediction(shifted_schedule(cosine, 4.0), clip_sample=False)
+    # what stays allowed: clipped x0 (Nichol & Dhariwal's pixel models), v-prediction, and the
+    # schedules whose last alpha-bar keeps x0 within 1000x of the epsilon error
+    check_epsilon_prediction(cosine, clip_sample=True)
+    check_epsilon_prediction(make_schedule("cosine", prediction_type="v_prediction"), False)
+    scaled = make_schedule("scaled_linear", beta_start=0.00085, beta_end=0.012)
+    check_epsilon_prediction(scaled, clip_sample=False)
+    check_epsilon_prediction(shifted_schedule(make_schedule("linear"), 4.0), clip_sample=False)

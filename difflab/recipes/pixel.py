@@ -18,7 +18,7 @@ from difflab.data.real import DIGIT_WORDS, digits_dataset
 from difflab.data.shapes import ShapesDataset
 from difflab.models.networks import parameter_count, pixel_unet
 from difflab.pipelines.pixel import PixelPipeline
-from difflab.schedules import make_schedule
+from difflab.schedules import check_epsilon_prediction, make_schedule
 from difflab.train import TrainConfig, diffusion_objective, train
 from difflab.train.records import save_image_grid
 
@@ -75,6 +75,7 @@ def run(
         )
         channels, class_names = 3, []
     schedule = make_schedule(options.schedule, prediction_type=options.prediction_type)
+    check_epsilon_prediction(schedule, clip_sample=options.clip_sample)
     unet = pixel_unet(
         sample_size=options.image_size,
         in_channels=channels,

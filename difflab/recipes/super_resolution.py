@@ -41,6 +41,7 @@ from difflab.recipes.text_to_image import (
     recipe_schedule,
     with_caption_dropout,
 )
+from difflab.schedules import check_epsilon_prediction
 from difflab.train import TrainConfig, train
 from difflab.train.records import save_image_grid
 
@@ -121,6 +122,7 @@ def run(
     """Train the SR model; save it to ``out/pipeline`` (and the cascade to ``out/cascade``)."""
     schedule = recipe_schedule(options)
     _check(options, schedule)
+    check_epsilon_prediction(schedule, clip_sample=options.clip_sample)
     base = None
     if options.base:
         from difflab.zoo import load_pipeline

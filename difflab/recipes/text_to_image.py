@@ -34,7 +34,7 @@ from difflab.models.networks import (
 )
 from difflab.models.text_encoder import PromptEncoder
 from difflab.pipelines.text_to_image import TextToImagePipeline, image_grid
-from difflab.schedules import make_schedule, shifted_schedule
+from difflab.schedules import check_epsilon_prediction, make_schedule, shifted_schedule
 from difflab.train import TrainConfig, diffusion_objective, train
 
 SAMPLE_PROMPTS = (
@@ -459,6 +459,7 @@ def run(
     if vae is not None:
         vae.to(device)
     schedule = recipe_schedule(options)
+    check_epsilon_prediction(schedule, clip_sample=options.clip_sample and vae is None)
     if vae is None:  # pixel space: the denoiser sees the images themselves
         latent_size, latent_channels = options.image_size, 3
     else:

@@ -40,7 +40,7 @@ from difflab.recipes.text_to_image import (
     recipe_schedule,
     with_caption_dropout,
 )
-from difflab.schedules import make_schedule
+from difflab.schedules import check_epsilon_prediction, make_schedule
 from difflab.train import TrainConfig, diffusion_objective, seeded_weights, train
 from difflab.train.records import save_image_grid
 
@@ -126,6 +126,7 @@ def run_decoder(
     clip = load_clip_model(options.clip, resize=True)
     vae_path, vae = load_frozen_vae(options.vae)
     schedule = recipe_schedule(options)
+    check_epsilon_prediction(schedule, clip_sample=False)  # unCLIP folders never clip x0
     if vae is None:
         size, channels = options.image_size, clip.config.in_channels
     else:
@@ -220,6 +221,7 @@ def run_prior(
     decoder = UnCLIPPipeline.from_pretrained(options.decoder)
     clip = decoder.clip
     schedule = make_schedule(options.schedule, prediction_type=options.prediction_type)
+    check_epsilon_prediction(schedule, clip_sample=False)  # embeddings are not clipped
     text, images = captioned_embeddings(clip, options.dataset_length, seed=config.seed)
     mean, std = images.mean(0, keepdim=True), images.std(0, keepdim=True).clamp(min=1e-6)
     with seeded_weights(config.seed):  # initial weights from the run's seed

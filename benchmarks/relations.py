@@ -554,10 +554,14 @@ def write_report(args, results: dict, report_dir: Path) -> Path:
         ):
             if part in r:
                 v = r[part]
+                share = (
+                    f"{v['right_share']:.2f} ± {v['right_share_2se']:.2f}"
+                    if v["right"] + v["reversed"]
+                    else "- (none decisive)"
+                )
                 lines.append(
                     f"| {name} | {world} | {label} | {v['right']} | {v['reversed']} | "
-                    f"{v['neither']} | {v['not decisive']} | {v['right_share']:.2f} "
-                    f"± {v['right_share_2se']:.2f} |"
+                    f"{v['neither']} | {v['not decisive']} | {share} |"
                 )
     lines += ["", "## What the denoiser reads"]
     lines += _noise_level_table(

@@ -282,33 +282,27 @@ def test_ship_stores_fp16_and_loads_back_in_fp32(tiny_pipeline, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
 
 
-def test_unknown_denoiser_is_refused(tiny_vae_run, tmp_path):
-    vae_dir, _ = tiny_vae_run
-    recipe = write(
-        tmp_path,
-        "t2i.toml",
-        f'kind = "text_to_image"\n[recipe]\nvae = "{vae_dir / "vae"}"\ndenoiser = "mlp"\n'
-        + TINY_TRAIN,
-    )
-    with pytest.raises(ValueError, match='unknown denoiser .mlp.*"unet" or "dit"'):
-        run_recipe(recipe, tmp_path / "run")
-
-
-def test_epsilon_prediction_on_a_zero_snr_schedule_is_refused_before_training(
-    tiny_vae_run, tmp_path
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ('denoiser = "mlp"', 'unknown denoiser .mlp.*"unet" or "dit"'),
+        # latents are never clipped, so an epsilon model on the cosine schedule (alpha-bar_T ~
+        # 2e-9) could not be sampled
+        ('schedule = "cosine"', 'epsilon prediction on the cosine.*"v_prediction"'),
+    ],
+)
+def test_bad_text_to_image_options_are_refused_before_training(
+    option, message, tiny_vae_run, tmp_path
 ):
-    """Latents are never clipped, so an epsilon model on the cosine schedule (alpha-bar_T ~ 2e-9)
-    could not be sampled; the recipe says so before it encodes data or trains."""
     vae_dir, _ = tiny_vae_run
     recipe = write(
         tmp_path,
         "t2i.toml",
-        f'kind = "text_to_image"\n[recipe]\nvae = "{vae_dir / "vae"}"\nschedule = "cosine"\n'
-        + TINY_TRAIN,
+        f'kind = "text_to_image"\n[recipe]\nvae = "{vae_dir / "vae"}"\n{option}\n' + TINY_TRAIN,
     )
-    with pytest.raises(ValueError, match='epsilon prediction on the cosine.*"v_prediction"'):
+    with pytest.raises(ValueError, match=message):
         run_recipe(recipe, tmp_path / "run")
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run").exists()  # nothing encoded or trained first
 
 
 def test_image_size_the_network_cannot_take_is_refused(tmp_path):

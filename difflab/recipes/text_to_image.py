@@ -459,7 +459,8 @@ def run(
     if vae is not None:
         vae.to(device)
     schedule = recipe_schedule(options)
-    check_epsilon_prediction(schedule, clip_sample=options.clip_sample and vae is None)
+    clip_sample = options.clip_sample and vae is None  # latents are never clipped
+    check_epsilon_prediction(schedule, clip_sample=clip_sample)
     if vae is None:  # pixel space: the denoiser sees the images themselves
         latent_size, latent_channels = options.image_size, 3
     else:
@@ -492,7 +493,7 @@ def run(
     def pipeline_of(model) -> TextToImagePipeline:
         return TextToImagePipeline(
             model, vae, prompt_encoder, schedule, name="shapes-t2i",
-            clip_sample=options.clip_sample and vae is None,
+            clip_sample=clip_sample,
         )  # fmt: skip
 
     sample_fn = grid_sample_fn(

@@ -1,7 +1,12 @@
-"""How much an autoencoder loses: PSNR on validation renders, and ShapesEval of the default
-suite's ground-truth renders before and after a round trip through the VAE (side by side).
+"""How much an autoencoder loses: PSNR on validation renders, the oracle detector's accuracy on
+round-tripped random scenes, and ShapesEval of the default suite's ground-truth renders before
+and after a round trip, for one or more autoencoders side by side (e.g. a VAE and the same VAE
+with a fine-tuned decoder).
 
-    python benchmarks/vae_eval.py --vae runs/shapes-vae/vae [--images-per-prompt 2]
+    python benchmarks/vae_eval.py --vae runs/shapes-vae/vae [--vae runs/shapes-vae-decoder/vae]
+        [--images-per-prompt 2] [--grid docs/reports/vae_decoder/round_trips.png]
+
+``--vae`` takes a VAE folder, a pipeline folder or a shipped model's name (its VAE).
 """
 
 from __future__ import annotations
@@ -11,75 +16,89 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
-from diffusers import AutoencoderKL
 from PIL import Image
 
 from difflab.data.shapes import ShapesDataset, render, sample_scene
-from difflab.eval.shapes import (
-    detector_accuracy,
-    format_report_table,
-    render_suite_folder,
-    score_folder,
-)
-from difflab.recipes.vae import reconstruction_psnr
+from difflab.eval.shapes import detector_accuracy, render_suite_folder, score_folder
+from difflab.recipes.vae import load_frozen_vae, reconstruction_psnr, round_trip
 
 
-@torch.no_grad()
 def round_trip_folder(vae, source: Path, target: Path) -> None:
     """Write the VAE reconstruction of every PNG of ``source`` at the same relative path."""
     for path in sorted(source.rglob("*.png")):
-        array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 127.5 - 1
-        x = torch.from_numpy(array).permute(2, 0, 1)[None]
-        y = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)[0]
-        out = ((y.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+        image = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+        out = (round_trip(vae, [image])[0] * 255).round().astype(np.uint8)
         (target / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(out).save(target / path.relative_to(source))
 
 
-@torch.no_grad()
-def round_trip(vae, images: list[np.ndarray]) -> list[np.ndarray]:
-    """VAE reconstructions (posterior mean) of HWC float images in [0, 1], quantised to 8 bits
-    as a saved PNG would be."""
-    x = torch.from_numpy(np.stack(images)).float().permute(0, 3, 1, 2) * 2 - 1
-    y = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
-    y = ((y.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round() / 255
-    return list(y.astype(np.float32))
+def save_round_trip_grid(path: Path, scenes, originals, vaes, columns: int = 12) -> None:
+    """Rows: the first ``columns`` scenes holding a small star or cross (the shapes an 8x8
+    latent blurs most), then their round trip through each VAE; 4x nearest-neighbour upscale."""
+    picked = [
+        image
+        for scene, image in zip(scenes, originals, strict=True)
+        if any(o.size == "small" and o.shape in ("star", "cross") for o in scene.objects)
+    ][:columns]
+    rows = [picked] + [round_trip(vae, picked) for vae in vaes]
+    grid = np.concatenate([np.concatenate(row, axis=1) for row in rows], axis=0)
+    image = Image.fromarray((grid * 255).round().astype(np.uint8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.resize((image.width * 4, image.height * 4), Image.NEAREST).save(path)
+    print(f"round trips written to {path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vae", type=Path, required=True)
+    parser.add_argument("--vae", action="append", required=True, help="repeat to compare")
     parser.add_argument("--images-per-prompt", type=int, default=2)
     parser.add_argument("--psnr-images", type=int, default=1024)
     parser.add_argument("--detector-scenes", type=int, default=500)
-    args = parser.parse_args()
-    vae = AutoencoderKL.from_pretrained(args.vae, torch_dtype=torch.float32).eval()
-    validation = ShapesDataset(length=args.psnr_images, size=32, split="validation")
-    print(
-        f"PSNR on {args.psnr_images} validation renders: "
-        f"{reconstruction_psnr(vae, validation, args.psnr_images):.2f} dB"
+    parser.add_argument(
+        "--grid",
+        type=Path,
+        help="save a PNG: scenes with small stars / crosses, then each round trip",
     )
+    args = parser.parse_args()
+    vaes = {name: load_frozen_vae(name, option="--vae")[1] for name in args.vae}
+    validation = ShapesDataset(length=args.psnr_images, size=32, split="validation")
     rng = np.random.default_rng(2024)
     scenes = [sample_scene(rng) for _ in range(args.detector_scenes)]
     originals = [render(scene, 32) for scene in scenes]
-    print(f"\nDetector accuracy per attribute on {len(scenes)} random scenes:")
-    for name, images in (
-        ("ground truth", originals),
-        ("VAE round trip", round_trip(vae, originals)),
-    ):
-        accuracy = detector_accuracy(scenes, images)
-        print(
-            f"  {name:15s} "
-            + "  ".join(f"{k} {accuracy[k]:.3f}" for k in ("shape", "colour", "size", "count"))
-        )
+    columns = {"ground truth": None, **vaes}
+    rows: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        original, reconstructed = Path(tmp) / "original", Path(tmp) / "reconstructed"
-        render_suite_folder(original, images_per_prompt=args.images_per_prompt)
-        round_trip_folder(vae, original, reconstructed)
-        for name, folder in (("ground truth", original), ("VAE round trip", reconstructed)):
-            print(f"\nShapesEval, {name}:")
-            print(format_report_table(score_folder(folder)))
+        suite = Path(tmp) / "ground-truth"
+        render_suite_folder(suite, images_per_prompt=args.images_per_prompt)
+        for index, (name, vae) in enumerate(columns.items()):
+            column = rows.setdefault(name, {})
+            images, folder = originals, suite
+            if vae is not None:
+                column["PSNR (dB)"] = (
+                    f"{reconstruction_psnr(vae, validation, args.psnr_images):.2f}"
+                )
+                images, folder = round_trip(vae, originals), Path(tmp) / f"vae{index}"
+                round_trip_folder(vae, suite, folder)
+            accuracy = detector_accuracy(scenes, images)
+            for key in ("shape", "colour", "size", "count"):
+                column[f"detector {key}"] = f"{accuracy[key]:.3f}"
+            report = score_folder(folder)
+            for task, figures in report["tasks"].items():
+                column[f"ShapesEval {task}"] = f"{figures['score']:.3f}"
+            column["ShapesEval overall"] = f"{report['overall']:.3f}"
+    print(
+        f"PSNR on {args.psnr_images} validation renders; detector accuracy on "
+        f"{args.detector_scenes} random scenes; ShapesEval of the default suite's renders "
+        f"({args.images_per_prompt} per prompt), each after a round trip through the VAE\n"
+    )
+    names = list(columns)
+    keys = list(dict.fromkeys(k for name in names for k in rows[name]))
+    if args.grid is not None:
+        save_round_trip_grid(args.grid, scenes, originals, list(vaes.values()))
+    print("| figure | " + " | ".join(f"`{n}`" if columns[n] else n for n in names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for key in keys:
+        print(f"| {key} | " + " | ".join(rows[n].get(key, "") for n in names) + " |")
 
 
 if __name__ == "__main__":

@@ -189,3 +189,38 @@ def test_guidance_interval_benchmark_pairs_images_and_writes_its_report(
     text = bench.write_report(args, cells, 1.0).read_text()
     assert "| every step |" in text and "| 0 <= t <= 500 |" in text
     assert "- Guidance at 0 <= t <= 500 against every step: overall" in text
+
+
+def test_decoder_swap_decodes_the_very_latents_the_model_sampled(
+    load_benchmark, tiny_pipeline, monkeypatch
+):
+    """benchmarks/vae_decoder_swap.py: the latents it records are the ones the pipeline decoded
+    (re-decoding them with the same VAE gives the same images), so the two decoders' scores are
+    paired image by image; with the same VAE on both sides the difference is exactly zero."""
+    import copy
+    from types import SimpleNamespace
+
+    import torch
+
+    from difflab.eval.shapes import load_suite
+    from difflab.eval.text_to_image import suite_images
+    from difflab.pipelines.text_to_image import decode_latents
+
+    swap = load_benchmark("vae_decoder_swap")
+    suite = load_suite()[::40]
+    pipeline = copy.copy(tiny_pipeline)  # the recorder patches this copy only
+    recorded = swap.recording_decoder(pipeline)
+    images, _, _ = suite_images(pipeline, suite, 2, steps=2, sampler="ddim", batch_size=5)
+    assert sum(len(z) for z in recorded) == len(images) == 2 * len(suite)
+    redecoded = torch.cat([decode_latents(tiny_pipeline.vae, z) for z in recorded])
+    torch.testing.assert_close(redecoded, images, atol=1e-5, rtol=0)
+    assert "decode" not in vars(tiny_pipeline)
+
+    monkeypatch.setattr(swap, "load_model", lambda name: copy.copy(tiny_pipeline))
+    monkeypatch.setattr(swap, "load_suite", lambda: suite, raising=False)
+    args = SimpleNamespace(images_per_prompt=1, batch_size=8, fid_images=0, vae="same")
+    row = swap.measure("tiny", tiny_pipeline.vae, args, suite, None)
+    assert row["new"] == row["shipped"] and len(row["new"]["passed"]) == len(suite)
+    assert swap.paired_difference(row["new"], row["shipped"]) == (0.0, 0.0)
+    text = "\n".join(swap.report_lines(args, [row], 1.0, "python x"))
+    assert text.count("| `tiny` |") == 2 and "| +0.000 (0.000) |" in text

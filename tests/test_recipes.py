@@ -51,6 +51,7 @@ block_out_channels = [8, 16, 16]
 norm_num_groups = 8
 scaling_images = 16
 eval_images = 8
+detector_scenes = 4
 """
         + TINY_TRAIN,
     )
@@ -66,6 +67,50 @@ def test_vae_recipe_smoke(tiny_vae_run):
     assert (out / "vae" / "diffusion_pytorch_model.safetensors").is_file()
     assert (out / "loss.png").is_file() and list((out / "samples").glob("*.png"))
     assert json.loads((out / "results.json").read_text())["kind"] == "vae"
+
+
+def test_vae_decoder_fine_tune_keeps_the_latent_space(tiny_vae_run, tmp_path):
+    """train_encoder = false: the decoder changes; the encoder, and so every latent a diffusion
+    model was trained on, and the scaling factor stay bit for bit as they were."""
+    first, _ = tiny_vae_run
+    recipe = write(
+        tmp_path,
+        "decoder.toml",
+        f"""
+kind = "vae"
+[recipe]
+init_from = "{first}"
+train_encoder = false
+image_size = 16
+dataset_length = 16
+scaling_images = 16
+eval_images = 8
+detector_scenes = 4
+"""
+        + TINY_TRAIN.replace("batch_size = 4", "batch_size = 4\nlearning_rate = 1e-2"),
+    )
+    figures = run_recipe(recipe, tmp_path / "run")
+    weights = "vae/diffusion_pytorch_model.safetensors"
+    before, after = load_file(first / weights), load_file(tmp_path / "run" / weights)
+    assert before.keys() == after.keys()
+    frozen = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    trained = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert frozen and len(frozen) + len(trained) == len(before)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in trained)
+    config = lambda run: json.loads((run / "vae" / "config.json").read_text())  # noqa: E731
+    assert config(tmp_path / "run")["scaling_factor"] == config(first)["scaling_factor"]
+    assert figures["trained_parameters"] == sum(after[k].numel() for k in trained)
+    assert set(figures["round_trip_detector_accuracy"]) == {"shape", "colour", "size", "count"}
+
+
+def test_vae_decoder_fine_tune_refuses_bad_starts(tmp_path):
+    no_start = write(tmp_path, "a.toml", 'kind = "vae"\n[recipe]\ntrain_encoder = false\n')
+    with pytest.raises(ValueError, match="trains only the decoder.*set init_from"):
+        run_recipe(no_start, tmp_path / "a")
+    missing = write(tmp_path, "b.toml", f'kind = "vae"\n[recipe]\ninit_from = "{tmp_path}/none"\n')
+    with pytest.raises(FileNotFoundError, match=r"no trained VAE at .*\(`init_from = "):
+        run_recipe(missing, tmp_path / "b")
 
 
 def test_a_recipe_run_is_reproduced_by_its_seed(tiny_vae_run, tmp_path):

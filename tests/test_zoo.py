@@ -29,6 +29,27 @@ def test_shipped_models_are_listed_with_cards_and_safetensors_only():
     assert total < ZOO_LIMIT_BYTES, f"shipped weights take {total / 2**20:.1f} MB"
 
 
+def test_the_latent_models_share_one_latent_space():
+    """Every shipped latent model's autoencoder has the same encoder, bit for bit (a decoder may
+    be swapped for a fine-tuned one, as the shapes-vae-decoder recipe does: that keeps the
+    latents the denoisers were trained on), and the same scaling factor."""
+    import json
+
+    from safetensors.torch import load_file
+
+    folders = [list_models()[n] / "vae" for n in SHIPPED if (list_models()[n] / "vae").is_dir()]
+    assert len(folders) >= 4
+    encoders, factors = [], set()
+    for folder in folders:
+        weights = load_file(folder / "diffusion_pytorch_model.safetensors")
+        encoders.append({k: v for k, v in weights.items() if k.startswith(("encoder.", "quant_"))})
+        factors.add(json.loads((folder / "config.json").read_text())["scaling_factor"])
+    assert len(factors) == 1 and encoders[0]
+    for other in encoders[1:]:
+        assert other.keys() == encoders[0].keys()
+        assert all(torch.equal(other[k], encoders[0][k]) for k in other)
+
+
 def test_digits_model_draws_the_requested_digits():
     from difflab.eval.digits import class_accuracy, fit_digits_classifier
 

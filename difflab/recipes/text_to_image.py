@@ -34,6 +34,7 @@ from difflab.models.networks import (
 )
 from difflab.models.text_encoder import PromptEncoder
 from difflab.pipelines.text_to_image import TextToImagePipeline, image_grid
+from difflab.recipes.vae import load_frozen_vae
 from difflab.schedules import check_epsilon_prediction, make_schedule, shifted_schedule
 from difflab.train import TrainConfig, diffusion_objective, train
 
@@ -322,33 +323,6 @@ def latent_denoiser(
             patch_size=options.dit_patch_size,
         )
     raise ValueError(f'unknown denoiser {options.denoiser!r} in the recipe; use "unet" or "dit".')
-
-
-def load_frozen_vae(folder: str) -> tuple[Path | None, object]:
-    """(path, frozen AutoencoderKL) of the recipe's ``vae`` option: a VAE folder, or the name of
-    a shipped latent model or a pipeline folder whose VAE to reuse (``vae = "shapes-t2i"``);
-    ``(None, None)`` for ``""`` (pixel space)."""
-    from diffusers import AutoencoderKL
-
-    from difflab.zoo import list_models
-
-    if not folder:
-        return None, None
-    vae_path = Path(folder)
-    shipped = list_models()
-    if not (vae_path / "config.json").is_file() and folder in shipped:
-        vae_path = shipped[folder] / "vae"
-    elif (vae_path / "vae" / "config.json").is_file():  # a pipeline folder: its VAE
-        vae_path = vae_path / "vae"
-    if not (vae_path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"no trained VAE at {vae_path}; train one first (`difflab train shapes-vae --out "
-            f"{vae_path.parent}`), name a shipped latent model whose VAE to reuse (`vae = "
-            f'"shapes-t2i"` in the recipe\'s [recipe] section), or set `vae = ""` for a '
-            "pixel-space model."
-        )
-    vae = AutoencoderKL.from_pretrained(vae_path, torch_dtype=torch.float32, use_safetensors=True)
-    return vae_path, vae.eval().requires_grad_(False)
 
 
 def start_from_pipeline(denoiser, name_or_folder: str, vae, schedule) -> None:

@@ -59,6 +59,14 @@ def recording_decoder(pipeline) -> list[torch.Tensor]:
     return recorded
 
 
+def decode_recorded(vae, recorded: list[torch.Tensor]) -> torch.Tensor:
+    """Every recorded batch of latents decoded with ``vae``, in order: images in [-1, 1]."""
+    from difflab.pipelines.text_to_image import decode_latents
+
+    with torch.inference_mode():
+        return torch.cat([decode_latents(vae, z).float() for z in recorded])
+
+
 def pass_bits(images, indices, suite) -> dict:
     from difflab.eval.shapes import score_images
 
@@ -75,7 +83,6 @@ def measure(name: str, new_vae, args, suite, reference) -> dict:
     from difflab.eval.features import extract_features
     from difflab.eval.text_to_image import suite_images
     from difflab.generate import model_sampling
-    from difflab.pipelines.text_to_image import decode_latents
 
     pipeline = load_model(name)
     sampler, guidance, steps = model_sampling(pipeline, None, None, None)
@@ -84,11 +91,9 @@ def measure(name: str, new_vae, args, suite, reference) -> dict:
         pipeline, suite, args.images_per_prompt, steps=steps, sampler=sampler,
         guidance=guidance, batch_size=args.batch_size, progress=True,
     )  # fmt: skip
-    with torch.inference_mode():
-        swapped = torch.cat([decode_latents(new_vae, z).float() for z in recorded])
     cells = {
         "shipped": pass_bits(images, indices, suite),
-        "new": pass_bits(swapped, indices, suite),
+        "new": pass_bits(decode_recorded(new_vae, recorded), indices, suite),
     }
     if args.fid_images:
         recorded.clear()
@@ -96,9 +101,8 @@ def measure(name: str, new_vae, args, suite, reference) -> dict:
             pipeline, args.fid_images, steps=steps, sampler=sampler, guidance=guidance,
             batch_size=args.batch_size, progress=True,
         )  # fmt: skip
-        with torch.inference_mode():
-            fake_new = torch.cat([decode_latents(new_vae, z).float() for z in recorded])
-        for key, samples in (("shipped", fake), ("new", fake_new.clamp(-1, 1))):
+        fake_new = decode_recorded(new_vae, recorded)  # decode_latents clamps to [-1, 1]
+        for key, samples in (("shipped", fake), ("new", fake_new)):
             features = extract_features(reference.network, samples, 256, progress=False)
             cells[key]["fid"] = compute_metric("fid", reference.features, features)[0]["fid"]
             cells[key].update(compute_metric("prd", reference.features, features)[0])

@@ -18,9 +18,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from difflab.data.shapes import ShapesDataset, render, sample_scene
+from difflab.data.shapes import ShapesDataset
 from difflab.eval.shapes import detector_accuracy, render_suite_folder, score_folder
-from difflab.recipes.vae import load_frozen_vae, reconstruction_psnr, round_trip
+from difflab.recipes.vae import (
+    load_frozen_vae,
+    random_scene_renders,
+    reconstruction_psnr,
+    round_trip,
+)
 
 
 def round_trip_folder(vae, source: Path, target: Path) -> None:
@@ -62,9 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     vaes = {name: load_frozen_vae(name, option="--vae")[1] for name in args.vae}
     validation = ShapesDataset(length=args.psnr_images, size=32, split="validation")
-    rng = np.random.default_rng(2024)
-    scenes = [sample_scene(rng) for _ in range(args.detector_scenes)]
-    originals = [render(scene, 32) for scene in scenes]
+    scenes, originals = random_scene_renders(args.detector_scenes, 32)
     columns = {"ground truth": None, **vaes}
     rows: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -217,7 +217,6 @@ def test_decoder_swap_decodes_the_very_latents_the_model_sampled(
     assert "decode" not in vars(tiny_pipeline)
 
     monkeypatch.setattr(swap, "load_model", lambda name: copy.copy(tiny_pipeline))
-    monkeypatch.setattr(swap, "load_suite", lambda: suite, raising=False)
     args = SimpleNamespace(images_per_prompt=1, batch_size=8, fid_images=0, vae="same")
     row = swap.measure("tiny", tiny_pipeline.vae, args, suite, None)
     assert row["new"] == row["shipped"] and len(row["new"]["passed"]) == len(suite)

@@ -111,6 +111,10 @@ def test_vae_decoder_fine_tune_refuses_bad_starts(tmp_path):
     missing = write(tmp_path, "b.toml", f'kind = "vae"\n[recipe]\ninit_from = "{tmp_path}/none"\n')
     with pytest.raises(FileNotFoundError, match=r"no trained VAE at .*\(`init_from = "):
         run_recipe(missing, tmp_path / "b")
+    from difflab.recipes.vae import load_frozen_vae
+
+    with pytest.raises(FileNotFoundError, match=r"name a shipped .*\(`--vae shapes-t2i`\)\.$"):
+        load_frozen_vae(str(tmp_path / "none"), option="--vae")
 
 
 def test_a_recipe_run_is_reproduced_by_its_seed(tiny_vae_run, tmp_path):

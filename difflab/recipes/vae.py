@@ -83,10 +83,15 @@ def load_frozen_vae(folder: str, option: str = "vae") -> tuple[Path | None, obje
         vae_path = vae_path / "vae"
     if not (vae_path / "config.json").is_file():
         pixel_hint = ', or set `vae = ""` for a pixel-space model' if option == "vae" else ""
+        shipped_example = (
+            f"`{option} shapes-t2i`"
+            if option.startswith("--")
+            else f'`{option} = "shapes-t2i"` in the recipe\'s [recipe] section'
+        )
         raise FileNotFoundError(
             f"no trained VAE at {vae_path}; train one first (`difflab train shapes-vae --out "
-            f"{vae_path.parent}`), or name a shipped latent model whose VAE to use (`{option} = "
-            f'"shapes-t2i"` in the recipe\'s [recipe] section){pixel_hint}.'
+            f"{vae_path.parent}`), or name a shipped latent model whose VAE to use "
+            f"({shipped_example}){pixel_hint}."
         )
     vae = AutoencoderKL.from_pretrained(vae_path, torch_dtype=torch.float32, use_safetensors=True)
     return vae_path, vae.eval().requires_grad_(False)
@@ -153,12 +158,18 @@ def round_trip(vae, images: list[np.ndarray]) -> list[np.ndarray]:
     return list(y.astype(np.float32))
 
 
+def random_scene_renders(count: int, size: int, seed: int = 2024) -> tuple[list, list]:
+    """``count`` random scenes and their renders (HWC floats in [0, 1]): the scenes the round-trip
+    detector figures are measured on."""
+    rng = np.random.default_rng(seed)
+    scenes = [sample_scene(rng) for _ in range(count)]
+    return scenes, [render(scene, size) for scene in scenes]
+
+
 def round_trip_detector_accuracy(vae, scenes: int, size: int, seed: int = 2024) -> dict:
     """The oracle detector's per-attribute accuracy (shape, colour, size, count) on round trips
     of ``scenes`` random scenes: what of the scene the autoencoder keeps (1.0 on the renders)."""
-    rng = np.random.default_rng(seed)
-    drawn = [sample_scene(rng) for _ in range(scenes)]
-    images = [render(scene, size) for scene in drawn]
+    drawn, images = random_scene_renders(scenes, size, seed)
     reconstructed = []
     for start in range(0, len(images), 256):
         reconstructed += round_trip(vae, images[start : start + 256])

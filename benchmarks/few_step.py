@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import shlex
 import sys
 import time
@@ -169,24 +170,55 @@ TARGETS = {"LCM": 0.95, "multistep CM": 0.95, "progressive": 0.90}
 
 
 def target_rows(results: list[dict], steps: int = 4) -> list[dict]:
-    """For each distilled method at ``steps``: its ShapesEval ratio, the target (if the issue
+    """For each distilled method at ``steps``: its ShapesEval ratio with twice its standard error
+    (delta method over the cell's and the reference's binomial errors), the target (if the issue
     sets one), and whether it beats the teacher's own DDIM at the same step count on ShapesEval
-    and on FID (the LCM paper's comparison)."""
+    (as a point estimate, and clearly: by more than 2 SE of the difference, the issue's "clearly
+    beat") and on FID (the LCM paper's comparison). The cells share prompts and starting noise,
+    so their errors are correlated and the independent-error 2 SE used here is conservative."""
     ddim = {r["steps"]: r for r in results if r["method"] == "teacher ddim"}
+    reference = results[0]
     rows = []
     for r in results[1:]:
         if r["method"].startswith("teacher") or r["steps"] != steps:
             continue
         base = ddim.get(steps)
         target = TARGETS.get(r["method"])
+        ratio = r["ratio"]["shapes"]
         rows.append({
-            "method": r["method"], "steps": steps, "ratio": r["ratio"]["shapes"],
-            "target": target, "met": None if target is None else r["ratio"]["shapes"] >= target,
+            "method": r["method"], "steps": steps, "ratio": ratio,
+            "ratio_2se": _ratio_two_se(r, reference, ratio),
+            "target": target, "met": None if target is None else ratio >= target,
             "beats_ddim_shapes": None if base is None else
             r["shapes"]["overall"] > base["shapes"]["overall"],
+            "beats_ddim_shapes_clearly": None if base is None else _clearly_above(r, base),
             "beats_ddim_fid": None if base is None or "fid" not in r else r["fid"] < base["fid"],
         })  # fmt: skip
     return rows
+
+
+def _two_se_of_difference(a: dict, b: dict) -> float | None:
+    errors = [cell["shapes"].get("overall_stderr") for cell in (a, b)]
+    return None if None in errors else 2 * math.hypot(*errors)
+
+
+def _clearly_above(cell: dict, base: dict) -> bool | None:
+    """Whether ``cell``'s ShapesEval overall exceeds ``base``'s by more than 2 SE of the
+    difference (None where a cell has no standard error)."""
+    noise = _two_se_of_difference(cell, base)
+    return None if noise is None else cell["shapes"]["overall"] - base["shapes"]["overall"] > noise
+
+
+def _ratio_two_se(cell: dict, reference: dict, ratio: float) -> float | None:
+    """2 SE of ``cell`` / ``reference`` by the delta method: ratio x sqrt of the summed squared
+    relative errors."""
+    relative = []
+    for r in (cell, reference):
+        error, value = r["shapes"].get("overall_stderr"), r["shapes"]["overall"]
+        if error is None or not value:
+            return None
+        relative.append(error / value)
+    return 2 * ratio * math.hypot(*relative)
 
 
 def distillation_costs(args) -> list[dict]:
@@ -306,17 +338,31 @@ def targets_text(rows: list[dict]) -> list[str]:
     lines = [
         "## Targets at 4 steps",
         "",
-        "| method | ShapesEval ratio | target | met | beats teacher DDIM, ShapesEval | "
-        "beats teacher DDIM, FID |",
-        "|---|---:|---:|---|---|---|",
+        "Ratio 2 SE: twice the standard error of the ratio (its cell's and the reference's "
+        "binomial errors). Beats the teacher's DDIM on ShapesEval: *clearly* where the "
+        "difference exceeds 2 SE of the difference (independent errors, conservative for cells "
+        "drawn from the same prompts and noise), *within the noise* where it does not.",
+        "",
+        "| method | ShapesEval ratio | ratio 2 SE | target | met | beats teacher DDIM, "
+        "ShapesEval | beats teacher DDIM, FID |",
+        "|---|---:|---:|---:|---|---|---|",
     ]
     for r in rows:
         target = "-" if r["target"] is None else f"{r['target']:.2f}"
+        two_se = "-" if r.get("ratio_2se") is None else f"{r['ratio_2se']:.3f}"
         lines.append(
-            f"| {r['method']} | {r['ratio']:.3f} | {target} | {_yes_no(r['met'])} | "
-            f"{_yes_no(r['beats_ddim_shapes'])} | {_yes_no(r['beats_ddim_fid'])} |"
+            f"| {r['method']} | {r['ratio']:.3f} | {two_se} | {target} | {_yes_no(r['met'])} | "
+            f"{_beats_text(r)} | {_yes_no(r['beats_ddim_fid'])} |"
         )
     return [*lines, ""]
+
+
+def _beats_text(row: dict) -> str:
+    verdict = _yes_no(row["beats_ddim_shapes"])
+    clearly = row.get("beats_ddim_shapes_clearly")
+    if verdict != "yes" or clearly is None:
+        return verdict
+    return "yes, clearly" if clearly else "yes, within the noise"
 
 
 def costs_text(costs: list[dict]) -> list[str]:

@@ -65,9 +65,9 @@ def test_few_step_report_checks_the_targets_and_reads_the_distillation_costs(
 
     few_step = load_benchmark("few_step")
 
-    def row(method, steps, shapes, fid):
-        return {"method": method, "steps": steps, "shapes": {"overall": shapes}, "fid": fid,
-                "seconds_per_image": 0.01 * steps}  # fmt: skip
+    def row(method, steps, shapes, fid, stderr=0.01):
+        return {"method": method, "steps": steps, "fid": fid, "seconds_per_image": 0.01 * steps,
+                "shapes": {"overall": shapes, "overall_stderr": stderr}}  # fmt: skip
 
     results = [row("teacher (reference)", 50, 0.40, 4.0), row("teacher ddim", 4, 0.30, 6.0),
                row("LCM", 4, 0.39, 5.0), row("progressive", 4, 0.35, 7.0),
@@ -85,6 +85,18 @@ def test_few_step_report_checks_the_targets_and_reads_the_distillation_costs(
         targets["progressive"]["beats_ddim_shapes"] and not targets["progressive"]["beats_ddim_fid"]
     )
     assert not targets["LCM-LoRA"]["beats_ddim_shapes"] and targets["LCM-LoRA"]["beats_ddim_fid"]
+    # "clearly": by more than 2 SE of the difference, 2 * hypot(0.01, 0.01) = 0.028
+    assert targets["LCM"]["beats_ddim_shapes_clearly"]  # 0.39 - 0.30
+    assert targets["LCM-LoRA"]["beats_ddim_shapes_clearly"] is False
+    # the ratio's 2 SE by the delta method: 2 * 0.975 * hypot(0.01 / 0.39, 0.01 / 0.40)
+    expected = 2 * (0.39 / 0.40) * math.hypot(0.01 / 0.39, 0.01 / 0.40)
+    assert math.isclose(targets["LCM"]["ratio_2se"], expected)
+    close = [row("teacher (reference)", 50, 0.40, 4.0), row("teacher ddim", 4, 0.30, 6.0),
+             row("progressive", 4, 0.32, 5.0)]  # fmt: skip
+    few_step.add_ratios(close)
+    (near,) = few_step.target_rows(close)
+    assert near["beats_ddim_shapes"] and not near["beats_ddim_shapes_clearly"]  # 0.02 < 0.028
+    assert "| yes, within the noise |" in "\n".join(few_step.targets_text([near]))
 
     progressive, lcm = tmp_path / "prog", tmp_path / "lcm"
     progressive.mkdir()
@@ -102,7 +114,10 @@ def test_few_step_report_checks_the_targets_and_reads_the_distillation_costs(
     text = "\n".join(
         few_step.targets_text(list(targets.values())) + few_step.costs_text(costs.values())
     )
-    assert "| LCM | 0.975 | 0.95 | yes | yes | yes |" in text and "guidance 100, steps-2 50" in text
+    assert (
+        f"| LCM | 0.975 | {expected:.3f} | 0.95 | yes | yes, clearly | yes |" in text
+        and "guidance 100, steps-2 50" in text
+    )
 
 
 def test_few_step_add_refuses_a_report_measured_with_other_settings(load_benchmark, tmp_path):

@@ -87,7 +87,10 @@ class PromptEncoder:
             prompts = [prompts]
         if warn:
             for prompt in prompts:
-                n = len(self.tokenizer(prompt).input_ids)
+                # the full length on purpose; verbose=False keeps the tokenizer from also logging
+                # its own "indexing errors" line: the ids below are truncated, and this warning
+                # says so
+                n = len(self.tokenizer(prompt, verbose=False).input_ids)
                 if n > self.max_length:
                     warnings.warn(
                         f"prompt {prompt[:60]!r}... has {n} tokens; the text encoder reads only "

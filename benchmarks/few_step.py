@@ -44,7 +44,7 @@ REFERENCE = {"method": "teacher (reference)", "sampler": "dpmpp_2m", "steps": 50
 def models(args) -> dict:
     """Loaders for the methods given on the command line: name -> (steps -> pipeline or None)."""
     from difflab.distill import load_lcm_lora
-    from difflab.zoo import load_pipeline
+    from difflab.zoo import load_pipeline, resolve_lora
 
     teacher = load_pipeline(args.teacher)
     trailing_ddim = {"sampler": "ddim", "sampler_options": {"spacing": "trailing"}}
@@ -69,7 +69,7 @@ def models(args) -> dict:
         multistep = load_pipeline(args.multistep)
         found["multistep CM"] = lambda n: multistep
     if args.lcm_lora:
-        with_lora = load_lcm_lora(load_pipeline(args.teacher), args.lcm_lora)
+        with_lora = load_lcm_lora(load_pipeline(args.teacher), resolve_lora(args.lcm_lora))
         found["LCM-LoRA"] = lambda n: with_lora
     return found
 
@@ -390,9 +390,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default="shapes-t2i-small", help="shipped name or folder")
     parser.add_argument("--progressive", help="run folder of distill-progressive (steps-N/)")
-    parser.add_argument("--lcm", help="pipeline folder of distill-lcm")
+    parser.add_argument("--lcm", help="pipeline folder of distill-lcm, or a shipped model's name")
     parser.add_argument("--multistep", help="pipeline folder of distill-multistep-consistency")
-    parser.add_argument("--lcm-lora", help="LoRA folder of distill-lcm-lora (its lora/)")
+    parser.add_argument(
+        "--lcm-lora",
+        help="LoRA folder of distill-lcm-lora (its lora/), or a shipped adapter's name",
+    )
     parser.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--images-per-prompt", type=int, default=1)

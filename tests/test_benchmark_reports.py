@@ -238,3 +238,15 @@ def test_decoder_swap_decodes_the_very_latents_the_model_sampled(
     assert swap.paired_difference(row["new"], row["shipped"]) == (0.0, 0.0)
     text = "\n".join(swap.report_lines(args, [row], 1.0, "python x"))
     assert text.count("| `tiny` |") == 2 and "| +0.000 (0.000) |" in text
+
+
+def test_few_step_takes_shipped_models_and_adapters_by_name(load_benchmark):
+    from types import SimpleNamespace
+
+    few_step = load_benchmark("few_step")
+    args = SimpleNamespace(teacher="shapes-t2i", lcm="shapes-t2i-lcm", multistep=None,
+                           progressive=None, lcm_lora="shapes-t2i-lcm-lora")  # fmt: skip
+    found = few_step.models(args)
+    assert {"LCM", "LCM-LoRA"} <= set(found)
+    sampler, guidance, _ = found["LCM-LoRA"](4).sampling_settings(None, None)
+    assert (sampler, guidance) == ("lcm", 1.0)  # the adapter's settings: it is attached

@@ -187,7 +187,7 @@ def target_rows(results: list[dict], steps: int = 4) -> list[dict]:
         ratio = r["ratio"]["shapes"]
         rows.append({
             "method": r["method"], "steps": steps, "ratio": ratio,
-            "ratio_2se": _ratio_two_se(r, reference, ratio),
+            "ratio_2se": _ratio_two_se(r, reference),
             "target": target, "met": None if target is None else ratio >= target,
             "beats_ddim_shapes": None if base is None else
             r["shapes"]["overall"] > base["shapes"]["overall"],
@@ -209,15 +209,16 @@ def _clearly_above(cell: dict, base: dict) -> bool | None:
     return None if noise is None else cell["shapes"]["overall"] - base["shapes"]["overall"] > noise
 
 
-def _ratio_two_se(cell: dict, reference: dict, ratio: float) -> float | None:
-    """2 SE of ``cell`` / ``reference`` by the delta method: ratio x sqrt of the summed squared
-    relative errors."""
+def _ratio_two_se(cell: dict, reference: dict) -> float | None:
+    """2 SE of ``cell`` / ``reference`` (ShapesEval overall) by the delta method: the ratio x
+    sqrt of the summed squared relative errors."""
     relative = []
     for r in (cell, reference):
         error, value = r["shapes"].get("overall_stderr"), r["shapes"]["overall"]
         if error is None or not value:
             return None
         relative.append(error / value)
+    ratio = cell["shapes"]["overall"] / reference["shapes"]["overall"]
     return 2 * ratio * math.hypot(*relative)
 
 
